@@ -1,0 +1,21 @@
+"""blt: the Byte Latent Transformer, a tokenizer-free byte-level language model (Pagnoni et al., 2024)."""
+
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+    PatchingConfig,
+)
+from blt.errors import BLTError, CheckpointError, ConfigError, DataError
+from blt.tokenizer import BOE_ID, BOS_ID, EOS_ID, VOCAB_SIZE, decode, encode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BLTConfig", "EntropyModelConfig", "GlobalConfig", "HashEmbeddingConfig", "LocalDecoderConfig",
+    "LocalEncoderConfig", "PatchingConfig", "BLTError", "CheckpointError", "ConfigError", "DataError",
+    "BOE_ID", "BOS_ID", "EOS_ID", "VOCAB_SIZE", "decode", "encode", "__version__",
+]
