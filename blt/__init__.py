@@ -10,6 +10,7 @@ from blt.config import (
     PatchingConfig,
 )
 from blt.errors import BLTError, CheckpointError, ConfigError, DataError
+from blt.model import ByteLatentTransformer, next_byte_loss
 from blt.tokenizer import BOE_ID, BOS_ID, EOS_ID, VOCAB_SIZE, decode, encode
 
 __version__ = "0.1.0"
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BLTConfig", "EntropyModelConfig", "GlobalConfig", "HashEmbeddingConfig", "LocalDecoderConfig",
     "LocalEncoderConfig", "PatchingConfig", "BLTError", "CheckpointError", "ConfigError", "DataError",
-    "BOE_ID", "BOS_ID", "EOS_ID", "VOCAB_SIZE", "decode", "encode", "__version__",
+    "ByteLatentTransformer", "next_byte_loss", "BOE_ID", "BOS_ID", "EOS_ID", "VOCAB_SIZE", "decode", "encode", "__version__",
 ]

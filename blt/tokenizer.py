@@ -60,3 +60,13 @@ def bytes_to_ids(raw: np.ndarray) -> np.ndarray:
 def show(data: bytes) -> str:
     """Bytes as text for a terminal: UTF-8 with invalid sequences replaced."""
     return data.decode("utf-8", errors="replace")
+
+
+def document_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Document index of every byte: documents end at EOS (the EOS belongs to the one it ends). (B, T) -> (B, T).
+
+    >>> document_ids(torch.tensor([[1, 80, 2, 1, 81]])).tolist()
+    [[0, 0, 0, 1, 1]]
+    """
+    ends = (ids == EOS_ID).long()
+    return torch.cumsum(ends, dim=-1) - ends

@@ -1,0 +1,70 @@
+"""Hashed byte n-gram embeddings (DESIGN §3).
+
+``x_i = E_byte[id_i] + Σ_n Σ_f E_hash[f, n][ h_f(id_{i-n+1..i}) mod V_h ]`` where ``h_f`` is a polynomial
+hash in wrapping signed 64-bit arithmetic (the reference computes it with int64 tensors and lets it
+overflow), the oldest id multiplied by ``p^0``, ids before the start of the row counting as 0, and a
+non-negative ``mod V_h``. All (f, n) tables are fused into one embedding with table t at offset t * V_h,
+``t = f * len(ngram_sizes) + index of n``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blt.config import HASH_PRIMES, HashEmbeddingConfig
+
+_U64 = 1 << 64
+
+
+def _as_int64(value: int) -> int:
+    """Reduce an integer to the signed 64-bit value with the same low 64 bits."""
+    value %= _U64
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def ngram_hashes(ids: torch.Tensor, n: int, prime: int, rows: int, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Hash of the n ids ending at each position, mod ``rows``. (B, T) long -> (B, T) long in [0, rows).
+
+    With ``doc_ids`` (B, T), ids of an earlier document count as 0, as if the row started at the
+    document: packed documents don't leak into each other through their n-grams.
+
+    >>> ngram_hashes(torch.tensor([[1, 76, 105, 112, 112, 115]]), 3, 1000000007, 500002).tolist()
+    [[443987, 124875, 393970, 386145, 358223, 190185]]
+    """
+    padded = F.pad(ids.long(), (n - 1, 0))  # ids before the start count as 0
+    windows = padded.unfold(-1, n, 1)  # (B, T, n), oldest id first
+    if doc_ids is not None:
+        doc_windows = F.pad(doc_ids, (n - 1, 0), value=-1).unfold(-1, n, 1)  # (B, T, n)
+        windows = windows * (doc_windows == doc_ids[..., None])
+    powers = torch.tensor([_as_int64(pow(prime, j, _U64)) for j in range(n)], dtype=torch.long, device=ids.device)
+    return (windows * powers).sum(-1).remainder(rows)  # int64 wraps on overflow; remainder is >= 0
+
+
+class HashNgramEmbedding(nn.Module):
+    """Sum of the hashed n-gram embeddings of every byte, from one fused table."""
+
+    def __init__(self, cfg: HashEmbeddingConfig, dim: int):
+        super().__init__()
+        self.ngram_sizes = cfg.ngram_sizes
+        self.primes = HASH_PRIMES[: cfg.num_functions]
+        self.rows = cfg.rows
+        self.dim = dim
+        self.table = nn.Embedding(cfg.num_tables * cfg.rows, dim)
+
+    def table_indices(self, ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Row of the fused table for every (byte, table). (B, T) -> (B, T, num_tables)."""
+        indices = [
+            ngram_hashes(ids, n, prime, self.rows, doc_ids) + (f * len(self.ngram_sizes) + j) * self.rows
+            for f, prime in enumerate(self.primes)
+            for j, n in enumerate(self.ngram_sizes)
+        ]
+        return torch.stack(indices, dim=-1)
+
+    def forward(self, ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) -> (B, T, D): the sum over tables, one fused lookup."""
+        B, T = ids.shape
+        indices = self.table_indices(ids, doc_ids).flatten(1)  # (B, T, n_tables) -> (B, T * n_tables)
+        summed = F.embedding_bag(indices.view(B * T, -1), self.table.weight, mode="sum")  # (B*T, D)
+        return summed.view(B, T, self.dim)
