@@ -19,22 +19,26 @@ from blt.model.layers import (
     TransformerStack,
     embedding_init,
     linear_init,
+    seeded,
 )
 from blt.patching.bookkeeping import check_patch_lengths, decoder_patch_ids, patch_ids_from_lengths, patch_starts
 from blt.tokenizer import BOS_ID, document_ids
 
 
-def local_attention_mask(doc_ids: torch.Tensor, window: int | None) -> torch.Tensor:
+def local_attention_mask(doc_ids: torch.Tensor, window: int | None, key_doc_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Causal, same-document, sliding-window mask: query i sees key j iff j <= i, same doc, i - j < window.
 
-    doc_ids (B, T) -> bool (B, 1, T, T).
+    doc_ids (B, T) of the queries -> bool (B, 1, T, T). With ``key_doc_ids`` (B, S) for keys that are
+    the S - T positions before the queries followed by the queries themselves -> (B, 1, T, S).
     """
-    T = doc_ids.shape[-1]
-    pos = torch.arange(T, device=doc_ids.device)
-    allowed = pos[None, :] <= pos[:, None]  # (T, T) causal
+    key_doc_ids = doc_ids if key_doc_ids is None else key_doc_ids
+    T, S = doc_ids.shape[-1], key_doc_ids.shape[-1]
+    q_pos = torch.arange(S - T, S, device=doc_ids.device)
+    k_pos = torch.arange(S, device=doc_ids.device)
+    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, S) causal
     if window is not None:
-        allowed = allowed & (pos[:, None] - pos[None, :] < window)
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+        allowed = allowed & (q_pos[:, None] - k_pos[None, :] < window)
+    same_doc = doc_ids[:, :, None] == key_doc_ids[:, None, :]  # (B, T, S)
     return (allowed & same_doc)[:, None]
 
 
@@ -243,11 +247,7 @@ class ByteLatentTransformer(nn.Module):
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> "ByteLatentTransformer":
         """The reference init: truncated normal, std d^-0.5 (fan-in for projections, hidden^-0.5 for FFN outputs)."""
-        generator_state = None
-        if seed is not None:
-            generator_state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-        try:
+        with seeded(seed):
             f = self.cfg.init_std_factor
             D_e = self.cfg.encoder.dim
             embedding_init(self.byte_embedding, D_e, f)
@@ -256,9 +256,6 @@ class ByteLatentTransformer(nn.Module):
             self.encoder.init_weights(f)
             self.global_model.init_weights(f)
             self.decoder.init_weights(f)
-        finally:
-            if generator_state is not None:
-                torch.random.set_rng_state(generator_state)
         return self
 
     def parameter_counts(self) -> dict[str, int]:

@@ -7,12 +7,26 @@ Pre-norm RMSNorm (eps 1e-5), bias-free linears, SwiGLU, RoPE that rotates *adjac
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from blt.config import TransformerConfig
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run a block under ``torch.manual_seed(seed)`` without touching the caller's RNG; no-op for None."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def trunc_normal_(weight: torch.Tensor, std: float) -> None:
@@ -77,6 +91,29 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+class LayerCache:
+    """Rotated keys and values of one attention layer for past positions (owned by whoever runs steps)."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None  # (B, H_kv, T_past, hd)
+        self.v: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append new keys/values; returns past + new."""
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+    def keep_last(self, n: int) -> None:
+        """Forget all but the last n positions (sliding windows need only window - 1)."""
+        if self.k is not None:
+            self.k, self.v = self.k[:, :, self.k.shape[2] - n :], self.v[:, :, self.v.shape[2] - n :]
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention with grouped KV heads and RoPE; the mask decides who sees whom."""
 
@@ -89,11 +126,16 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        """x (B, T, D); rope for the T new positions; mask (B, 1, T, T_past + T) when a cache is given."""
         q = rearrange(self.wq(x), "b t (h d) -> b h t d", d=self.head_dim)
         k = rearrange(self.wk(x), "b t (h d) -> b h t d", d=self.head_dim)
         v = rearrange(self.wv(x), "b t (h d) -> b h t d", d=self.head_dim)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         out = attend(q, k, v, mask)
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))
 
@@ -130,8 +172,10 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.hidden_dim)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), rope, mask)
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rope, mask, cache)
         return x + self.feed_forward(self.ffn_norm(x))
 
     def init_weights(self, std_factor: float = 1.0) -> None:
