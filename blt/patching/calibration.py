@@ -1,0 +1,196 @@
+"""Calibrating the entropy threshold to a target mean patch size (DESIGN §2: the scaling axis).
+
+The mean patch size is measured over the patches after each sequence's BOS patch:
+
+    mean_patch_size = Σ_b (T_b - 1) / Σ_b (P_b - 1)      (bytes after BOS / patches after BOS)
+
+BOS is a one-byte patch in every sequence whatever the threshold, so leaving it out makes the measure a
+property of the threshold and the data, not of how the sample is cut into sequences. A sequence of T bytes
+takes ``1 + (T - 1) / mean_patch_size`` global steps, so for long sequences the mean patch size is the
+number of bytes per global step, which sets the global model's compute per byte.
+
+>>> from blt.patching.patchers import patch_lengths_from_entropies
+>>> H = torch.tensor([[2.0, 0.5, 0.4, 3.0, 0.2, 0.1, 0.1, 2.5, 0.3, 0.2]])
+>>> theta = calibrate_threshold_from_entropies(H, target_patch_size=4.5)
+>>> patch_lengths_from_entropies(H, theta).tolist(), round(theta, 2)
+([[1, 3, 6]], 2.75)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+from blt.errors import BLTError
+from blt.patching.patchers import (
+    _check_entropies,
+    _comparison_dtype,
+    _relative_scores,
+    cap_start_mask,
+    start_mask_combined,
+    start_mask_global,
+    start_mask_monotonic,
+)
+
+CALIBRATION_MODES = ("entropy", "monotonic", "combined")
+
+
+def mean_patch_size(patch_lengths: torch.Tensor) -> float:
+    """Mean length of the patches after each row's first (BOS) patch: ``Σ (T - 1) / Σ (P - 1)`` over all
+    rows of ``patch_lengths`` (B, P), zero padding ignored. See the module docstring for why BOS is left out.
+
+    >>> mean_patch_size(torch.tensor([[1, 3, 4, 2], [1, 5, 0, 0]]))
+    3.5
+    """
+    if not isinstance(patch_lengths, torch.Tensor) or patch_lengths.dim() != 2:
+        raise ValueError("patch_lengths must be a (B, P) tensor; add a batch dimension with patch_lengths[None]")
+    after_bos = patch_lengths[:, 1:]
+    patches = int((after_bos > 0).sum())
+    if patches == 0:
+        raise ValueError("there are no patches after BOS to measure: every sequence has fewer than 2 bytes")
+    return float(after_bos.sum()) / patches
+
+
+def _stack(entropies: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) entropies, or 1-D sequences of any lengths -> (B, T_max) right-padded with 0, and the
+    (B, T_max) mask of real positions. Padding after a sequence changes none of its patch starts."""
+    if isinstance(entropies, torch.Tensor):
+        _check_entropies(entropies)
+        return entropies, torch.ones_like(entropies, dtype=torch.bool)
+    rows = list(entropies)
+    if not rows or any(not isinstance(r, torch.Tensor) or r.dim() != 1 for r in rows):
+        raise ValueError("entropies must be a (B, T) tensor or a non-empty list of 1-D tensors, one per sequence")
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    _check_entropies(padded)
+    lengths = torch.tensor([r.numel() for r in rows], device=padded.device)
+    valid = torch.arange(padded.shape[1], device=padded.device) < lengths[:, None]
+    return padded, valid
+
+
+def _threshold_between(low: float | None, high: float | None, dtype: torch.dtype) -> float:
+    """A threshold θ with ``low <= θ < high`` both as a Python float and rounded to ``dtype`` (PyTorch
+    rounds a Python threshold to the tensor's dtype before comparing), so ``score > θ`` selects exactly
+    the scores ``>= high``. None stands for -inf / +inf. Prefers the midpoint, which leaves a margin for
+    entropies recomputed with small rounding differences."""
+    if low is None:
+        guess = high - 1.0
+    elif high is None:
+        guess = low + 1.0
+    else:
+        guess = (low + high) / 2
+
+    def inside(x: float) -> bool:
+        return math.isfinite(x) and (low is None or x >= low) and (high is None or x < high)
+
+    if inside(guess) and inside(float(torch.tensor(guess, dtype=dtype))):
+        return guess
+    if low is not None:
+        return low
+    return float(torch.nextafter(torch.tensor(high, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)))
+
+
+def calibrate_threshold_from_entropies(
+    entropies: torch.Tensor | Sequence[torch.Tensor],
+    target_patch_size: float,
+    mode: str = "entropy",
+    *,
+    relative_threshold: float | None = None,
+    max_patch_length: int | None = None,
+    tol: float = 0.02,
+) -> float:
+    """The threshold whose patching of a sample has `mean_patch_size` within ``tol`` (relative) of
+    ``target_patch_size``, as used by `patch_lengths_from_entropies` with the same settings.
+
+    entropies: (B, T) float, or a list of 1-D float tensors (sequences of different lengths); each
+        sequence starts with BOS, as the entropy model sees it.
+    mode: "entropy" calibrates θ_g, "monotonic" θ_r, "combined" θ_g with ``relative_threshold`` fixed.
+    max_patch_length: applied while measuring, as it will be when patching.
+
+    The mean patch size only changes when the threshold crosses a score of the sample (an entropy, or an
+    entropy difference in monotonic mode), and it never decreases as the threshold grows. So this
+    bisects over the sorted distinct scores (about log2 of their number measurements) and finds the
+    achievable mean closest to the target, returning a threshold midway between the two scores that
+    bound it. Raises ValueError when that mean is further than ``tol`` from the target: the target is
+    above or below what the sample allows, or many equal scores make the mean jump over it.
+
+    >>> H = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])  # ties: mean is 1.0 or 7.0
+    >>> calibrate_threshold_from_entropies(H, target_patch_size=4.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    blt.errors.BLTError: no threshold gives a mean patch size within 2% of 4 bytes: ...
+    """
+    if isinstance(target_patch_size, bool) or not isinstance(target_patch_size, numbers.Real) \
+            or not math.isfinite(target_patch_size) or target_patch_size < 1:
+        raise ValueError("target_patch_size must be a number of bytes >= 1 (e.g. 4.5, 6 or 8), "
+                         f"got {target_patch_size!r}")
+    if not (isinstance(tol, numbers.Real) and 0 <= tol < 1):
+        raise ValueError(f"tol is a relative tolerance in [0, 1) (e.g. 0.02), got {tol!r}")
+    if mode not in CALIBRATION_MODES:
+        raise ValueError(f"mode must be one of {list(CALIBRATION_MODES)}, got {mode!r}")
+    if (mode == "combined") != (relative_threshold is not None):
+        raise ValueError("relative_threshold (θ_r) is needed in combined mode and only there")
+    target = float(target_patch_size)
+    padded, valid = _stack(entropies)
+
+    if mode == "monotonic":
+        scores, scored = _relative_scores(padded), valid[:, 3:]  # the scores that decide bytes 3 .. T-1
+    else:
+        scores, scored = padded[:, 1:-1].to(_comparison_dtype(padded)), valid[:, 2:]  # ... bytes 2 .. T-1
+
+    def start_mask(theta: float) -> torch.Tensor:
+        if mode == "monotonic":
+            return start_mask_monotonic(padded, theta)
+        if mode == "combined":
+            return start_mask_combined(padded, theta, relative_threshold)
+        return start_mask_global(padded, theta)
+
+    candidates = torch.unique(scores[scored]).tolist()  # sorted ascending
+    if not candidates:
+        raise ValueError("the sample is too short to calibrate on: no byte's start depends on the threshold "
+                         "(sequences need at least 3 bytes, 4 in monotonic mode); use longer sequences")
+    bytes_after_bos = int(valid[:, 1:].sum())
+
+    def threshold(j: int) -> float:  # j = -1 .. n-1: θ in [candidates[j], candidates[j + 1])
+        low = candidates[j] if j >= 0 else None
+        high = candidates[j + 1] if j + 1 < len(candidates) else None
+        return _threshold_between(low, high, scores.dtype)
+
+    measured: dict[int, float] = {}
+
+    def mean_at(j: int) -> float:
+        if j not in measured:
+            mask = start_mask(threshold(j))
+            if max_patch_length is not None:
+                mask = cap_start_mask(mask, max_patch_length)
+            measured[j] = bytes_after_bos / int((mask & valid)[:, 1:].sum())
+        return measured[j]
+
+    low, high = -1, len(candidates) - 1
+    if mean_at(high) < target:
+        best = high
+    elif mean_at(low) >= target:
+        best = low
+    else:
+        while high - low > 1:  # invariant: mean_at(low) < target <= mean_at(high)
+            mid = (low + high) // 2
+            low, high = (low, mid) if mean_at(mid) >= target else (mid, high)
+        best = low if target - mean_at(low) < mean_at(high) - target else high
+    achieved = mean_at(best)
+    if abs(achieved - target) <= tol * target:
+        return threshold(best)
+    if best == len(candidates) - 1 and achieved < target:
+        limit = f"max_patch_length={max_patch_length}" if max_patch_length is not None else "the sequence lengths"
+        raise BLTError(f"target_patch_size {target:g} is out of reach: the largest mean patch size on this sample "
+                       f"is {achieved:.3g} bytes (bounded by {limit}); lower the target, raise max_patch_length "
+                       "or calibrate on longer sequences")
+    if best == -1 and achieved > target:
+        raise BLTError(f"target_patch_size {target:g} is out of reach: the smallest mean patch size on this sample "
+                       f"is {achieved:.3g} bytes; raise the target")
+    below, above = (best, best + 1) if achieved < target else (best - 1, best)
+    raise BLTError(f"no threshold gives a mean patch size within {tol:.0%} of {target:g} bytes: the closest are "
+                   f"{mean_at(below):.4g} (threshold {threshold(below):.6g}) and {mean_at(above):.4g} "
+                   f"(threshold {threshold(above):.6g}), because many bytes share the same score; calibrate on "
+                   "a larger or more varied sample, or raise tol")
