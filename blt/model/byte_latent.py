@@ -19,27 +19,11 @@ from blt.model.layers import (
     TransformerStack,
     embedding_init,
     linear_init,
+    local_attention_mask,
     seeded,
 )
 from blt.patching.bookkeeping import check_patch_lengths, decoder_patch_ids, patch_ids_from_lengths, patch_starts
 from blt.tokenizer import BOS_ID, document_ids
-
-
-def local_attention_mask(doc_ids: torch.Tensor, window: int | None, key_doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Causal, same-document, sliding-window mask: query i sees key j iff j <= i, same doc, i - j < window.
-
-    doc_ids (B, T) of the queries -> bool (B, 1, T, T). With ``key_doc_ids`` (B, S) for keys that are
-    the S - T positions before the queries followed by the queries themselves -> (B, 1, T, S).
-    """
-    key_doc_ids = doc_ids if key_doc_ids is None else key_doc_ids
-    T, S = doc_ids.shape[-1], key_doc_ids.shape[-1]
-    q_pos = torch.arange(S - T, S, device=doc_ids.device)
-    k_pos = torch.arange(S, device=doc_ids.device)
-    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, S) causal
-    if window is not None:
-        allowed = allowed & (q_pos[:, None] - k_pos[None, :] < window)
-    same_doc = doc_ids[:, :, None] == key_doc_ids[:, None, :]  # (B, T, S)
-    return (allowed & same_doc)[:, None]
 
 
 @dataclass

@@ -244,3 +244,19 @@ def embedding_init(embedding: nn.Embedding, dim: int, std_factor: float = 1.0) -
     """Embeddings: truncated normal with std dim^-0.5 (the reference's)."""
     trunc_normal_(embedding.weight, std_factor * dim**-0.5)
 
+
+def local_attention_mask(doc_ids: torch.Tensor, window: int | None, key_doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal, same-document, sliding-window mask: query i sees key j iff j <= i, same doc, i - j < window.
+
+    doc_ids (B, T) of the queries -> bool (B, 1, T, T). With ``key_doc_ids`` (B, S) for keys that are
+    the S - T positions before the queries followed by the queries themselves -> (B, 1, T, S).
+    """
+    key_doc_ids = doc_ids if key_doc_ids is None else key_doc_ids
+    T, S = doc_ids.shape[-1], key_doc_ids.shape[-1]
+    q_pos = torch.arange(S - T, S, device=doc_ids.device)
+    k_pos = torch.arange(S, device=doc_ids.device)
+    allowed = k_pos[None, :] <= q_pos[:, None]  # (T, S) causal
+    if window is not None:
+        allowed = allowed & (q_pos[:, None] - k_pos[None, :] < window)
+    same_doc = doc_ids[:, :, None] == key_doc_ids[:, None, :]  # (B, T, S)
+    return (allowed & same_doc)[:, None]

@@ -14,8 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.config import EntropyModelConfig
-from blt.model.byte_latent import local_attention_mask
-from blt.model.layers import LayerCache, RMSNorm, TransformerStack, embedding_init, linear_init, seeded
+from blt.model.layers import (
+    LayerCache,
+    RMSNorm,
+    TransformerStack,
+    embedding_init,
+    linear_init,
+    local_attention_mask,
+    seeded,
+)
 from blt.tokenizer import document_ids
 
 
