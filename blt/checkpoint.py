@@ -1,0 +1,220 @@
+"""Checkpoints that survive anything: safetensors for tensors, JSON for the rest, written atomically.
+
+A checkpoint is a folder ``step_00000100/`` holding ``model.safetensors``, ``optimizer.safetensors``
+and ``state.json`` (step, data position, optimizer hyper-parameters, and the size and sha256 of every
+tensor file). It is written under a temporary name and renamed into place, so a crash mid-write leaves
+either the previous checkpoints or the new complete one, never a half one under a trusted name.
+Loading verifies sizes and checksums and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from blt.errors import CheckpointError
+
+STATE_FILE = "state.json"
+FORMAT_VERSION = 1
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors file written atomically (temporary name, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or foreign file is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+
+
+# --- optimizer state as flat tensors + JSON ------------------------------------------------------
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `optimizer_to_tensors`: a state dict for ``optimizer.load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# --- checkpoint folders ---------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def write_checkpoint(
+    root: Path,
+    step: int,
+    model: dict[str, torch.Tensor],
+    optimizer: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    keep_last: int | None = None,
+) -> Path:
+    """Write ``root/step_XXXXXXXX`` atomically; then keep only the newest ``keep_last`` checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp_{checkpoint_name(step)}_"))
+    try:
+        files = {}
+        for name, tensors in (("model.safetensors", model), ("optimizer.safetensors", optimizer)):
+            save_tensors(tmp / name, tensors)
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256_of(tmp / name)}
+        record = {"format_version": FORMAT_VERSION, "step": step, "files": files, **state}
+        atomic_write_text(tmp / STATE_FILE, json.dumps(record, indent=2))
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step (e.g. after an interrupt): replace it whole
+            old = root / f".old_{final.name}_{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_last is not None:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders under root, oldest first (temporary folders of interrupted writes are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Check that state.json parses and every file has its recorded size and sha256; return the state."""
+    path = Path(path)
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise CheckpointError(f"checkpoint {path} has no {STATE_FILE} (interrupted write?)")
+    try:
+        state = json.loads(state_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{state_file} is not valid JSON (corrupt?): {err}") from None
+    if not isinstance(state, dict) or "files" not in state or "step" not in state:
+        raise CheckpointError(f"{state_file} is not a blt checkpoint state")
+    for name, meta in state["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file {f} is missing")
+        size = f.stat().st_size
+        if size != meta["bytes"]:
+            raise CheckpointError(f"checkpoint file {f} has {size} bytes, expected {meta['bytes']} (truncated?)")
+        if sha256_of(f) != meta["sha256"]:
+            raise CheckpointError(f"checkpoint file {f} fails its sha256 check (corrupt)")
+    return state
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Verify and load one checkpoint folder."""
+    path = Path(path)
+    state = verify_checkpoint(path)
+    return Checkpoint(
+        path=path,
+        step=int(state["step"]),
+        model=load_tensors(path / "model.safetensors"),
+        optimizer=load_tensors(path / "optimizer.safetensors"),
+        state=state,
+    )
+
+
+def latest_checkpoint(root: Path, on_skip=None) -> Checkpoint | None:
+    """The newest checkpoint under root that verifies; corrupt newer ones are skipped (``on_skip(error)``)."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            if on_skip is not None:
+                on_skip(err)
+    return None
