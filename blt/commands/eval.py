@@ -1,0 +1,38 @@
+"""`blt eval RUN`: validation bits-per-byte, mean patch size and global steps per byte."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blt.data import PreparedData
+from blt.errors import BLTError
+from blt.evaluate import evaluate_run
+from blt.run import load
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="run directory (BLT or entropy model)")
+    p.add_argument("--data", type=Path, help="prepared data directory (default: the one the run trained on)")
+    p.add_argument("--split", default="val", choices=["val", "train"], help="data split (default: val)")
+    p.add_argument("--seq-len", type=int, help="bytes per sequence (default: the run's training length)")
+    p.add_argument("--batches", type=int, help="evaluate only the first N batches")
+    p.add_argument("--json", type=Path, help="also write the result as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_ = load(args.run)
+    data_dir = args.data or run_.info.get("data")
+    if data_dir is None:
+        raise BLTError(f"{args.run} does not record its data; pass --data DIR")
+    seq_len = args.seq_len or run_.info.get("train", {}).get("seq_len", 512)
+    result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, max_batches=args.batches, split=args.split)
+    print(f"{args.run} ({run_.kind}) on {data_dir} [{args.split}]")
+    print(f"  bits per byte         {result.bits_per_byte:.4f}  over {result.bytes:,} bytes")
+    if result.mean_patch_size is not None:
+        print(f"  mean patch size       {result.mean_patch_size:.2f} bytes")
+        print(f"  global steps per byte {result.global_steps_per_byte:.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0

@@ -1,0 +1,58 @@
+"""Bits per byte on held-out data, with the patch statistics that set BLT's compute per byte."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from blt.data import PreparedData, validation_batches
+from blt.model.byte_latent import byte_loss_mask, next_byte_loss
+from blt.run import Run
+from blt.tokenizer import PAD_ID
+
+
+@dataclass
+class EvalResult:
+    bits_per_byte: float
+    bytes: int  # counted targets (bytes and EOS)
+    sequences: int
+    mean_patch_size: float | None  # bytes per patch after each row's BOS patch (BLT runs)
+    global_steps_per_byte: float | None  # patches per position (BOS patches included; padding not) (BLT runs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
+                 split: str = "val") -> EvalResult:
+    """One deterministic pass over ``split`` (or its first ``max_batches`` batches)."""
+    it = validation_batches(data, seq_len, batch_size, split=split)
+    patcher = run.patcher if run.kind == "blt" else None
+    loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
+    for i, ids in enumerate(it):
+        if max_batches is not None and i >= max_batches:
+            break
+        if patcher is not None:
+            lengths = patcher(ids)
+            logits = run.model(ids, lengths)
+            patches_after_bos += int((lengths[:, 1:] > 0).sum())
+            patches += int((lengths > 0).sum())
+            data_bytes += int(lengths[:, 1:].sum())
+        else:
+            logits = run.model(ids)
+        loss_sum += float(next_byte_loss(logits, ids, reduction="sum"))
+        targets += int(byte_loss_mask(ids[:, 1:]).sum())
+        sequences += ids.shape[0]
+        positions += int((ids != PAD_ID).sum())
+    if targets == 0:
+        raise ValueError(f"the {split} split has no data to evaluate")
+    return EvalResult(
+        bits_per_byte=loss_sum / targets / math.log(2),
+        bytes=targets,
+        sequences=sequences,
+        mean_patch_size=data_bytes / patches_after_bos if patcher is not None and patches_after_bos else None,
+        global_steps_per_byte=patches / positions if patcher is not None else None,
+    )

@@ -1,0 +1,129 @@
+"""End-to-end recipes the CLI and `blt demo` call: set up a run directory, build the model, train it.
+
+Both recipes use the one loop in `blt.train`; they differ only in the objective and the run's config.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
+from blt.data import ByteBatchIterator, PreparedData
+from blt.errors import BLTError
+from blt.model.byte_latent import ByteLatentTransformer
+from blt.objectives import BLTObjective, EntropyModelObjective
+from blt.patching.calibration import mean_patch_size
+from blt.patching.entropy_model import EntropyModel
+from blt.patching.patcher import Patcher, calibrate_patching
+from blt.run import ENTROPY_SUBDIR, copy_entropy_model, load, read_run_config, write_run_config
+from blt.train import Trainer, TrainConfig, TrainResult, default_train_config, init_distributed
+
+CALIBRATION_ROWS = 64  # training sequences the entropy threshold is calibrated on
+
+
+@dataclass
+class RunOptions:
+    """What a user chooses for a training run (the CLI's options)."""
+
+    data: Path
+    out: Path
+    preset: str = "tiny"
+    model_overrides: list[str] = field(default_factory=list)
+    train_overrides: list[str] = field(default_factory=list)
+    steps: int | None = None
+    precision: str | None = None
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+
+
+def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to clobber a run unless asked; never delete a folder that isn't a run."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.json").is_file():
+            raise BLTError(f"--resume: {out} is not a run directory (no config.json)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise BLTError(f"{out} already exists; pass --resume to continue it or --force to start over")
+        if not (out / "config.json").is_file():
+            raise BLTError(f"--force: {out} is not empty and not a run directory; refusing to delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _train_config(opts: RunOptions, base: TrainConfig) -> TrainConfig:
+    cfg = base.with_overrides(opts.train_overrides) if opts.train_overrides else base
+    changes = {}
+    if opts.steps is not None:
+        changes["steps"] = opts.steps
+        if cfg.warmup_steps >= opts.steps:
+            changes["warmup_steps"] = max(0, opts.steps // 10)
+    if opts.precision is not None:
+        changes["precision"] = opts.precision
+    return cfg.replace(**changes) if changes else cfg
+
+
+def train_entropy_model(opts: RunOptions) -> TrainResult:
+    """Train (or resume) an entropy model into ``opts.out``."""
+    world = init_distributed()
+    data = PreparedData.open(opts.data)
+    if opts.resume:
+        record = read_run_config(opts.out)
+        cfg = EntropyModelConfig.from_dict(record["model"])
+        tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+    else:
+        cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
+        tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
+        if world.is_main:
+            prepare_run_dir(opts.out, resume=False, force=opts.force)
+            write_run_config(opts.out, "entropy_model", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
+        world.barrier()
+    model = EntropyModel(cfg).init_weights(seed=tcfg.seed)
+    trainer = Trainer(EntropyModelObjective(model), data, tcfg, opts.out, world=world, progress=opts.progress)
+    return trainer.fit(resume=opts.resume)
+
+
+def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
+              log=print) -> TrainResult:
+    """Train (or resume) a BLT into ``opts.out``.
+
+    ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
+    target_patch_size, ...); a target patch size is turned into a threshold by calibrating on the
+    training data with the entropy model of ``entropy_run``, which is copied into the run.
+    """
+    world = init_distributed()
+    data = PreparedData.open(opts.data)
+    if opts.resume:
+        record = read_run_config(opts.out)
+        cfg = BLTConfig.from_dict(record["model"])
+        tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+        entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model").model if cfg.patching.uses_entropy_model else None
+    else:
+        cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
+        cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
+        tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        entropy_model = None
+        if cfg.patching.uses_entropy_model:
+            if entropy_run is None:
+                raise BLTError(f"patching mode {cfg.patching.mode} needs --entropy-model RUN (train one with `blt train-entropy`)")
+            entropy_model = load(entropy_run, expect="entropy_model").model
+            sample = next(iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=CALIBRATION_ROWS, seed=tcfg.seed)))
+            cfg = cfg.replace(patching=calibrate_patching(cfg.patching, entropy_model, sample))
+            size = mean_patch_size(Patcher(cfg.patching, entropy_model)(sample))
+            if world.is_main:
+                log(f"patching: {cfg.patching.mode}, threshold {cfg.patching.threshold:.4f} nats -> mean patch size "
+                    f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences")
+        if world.is_main:
+            prepare_run_dir(opts.out, resume=False, force=opts.force)
+            write_run_config(opts.out, "blt", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
+            if entropy_model is not None:
+                copy_entropy_model(entropy_run, opts.out)
+        world.barrier()
+    model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
+    objective = BLTObjective(model, Patcher(cfg.patching, entropy_model))
+    trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress)
+    return trainer.fit(resume=opts.resume)

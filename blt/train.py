@@ -1,0 +1,412 @@
+"""The one training loop (DESIGN §4). It trains BLT, the entropy model and the baselines alike: what
+differs is an `Objective` (the model and how a batch of ids becomes a loss).
+
+Recipe: AdamW β = (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices, linear warmup then cosine to
+10% of the peak LR, grad clip 1.0, optional bf16 autocast (CPU and CUDA), gradient accumulation.
+Reliability: checkpoints every N steps (atomic; see `blt.checkpoint`), resume = never stopping
+(bit-identical on CPU), a non-finite loss stops the run before it touches the weights, Ctrl-C saves.
+Distributed: under ``torchrun`` the same code uses DDP; the global batch is split over ranks and the
+loss is normalised by the *global* number of targets, so N processes follow 1 process's curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from blt.checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_tensors,
+    write_checkpoint,
+)
+from blt.config import ConfigError, _JsonConfig, _require
+from blt.data import ByteBatchIterator, PreparedData, validation_batches
+from blt.errors import BLTError
+from blt.model.byte_latent import byte_loss_mask
+
+LN2 = math.log(2.0)
+
+
+class TrainingError(BLTError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """How to train; the model's own config says what to train."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # sequences per optimizer step, over all processes and accumulation steps
+    seq_len: int = 512  # bytes per sequence (BOS included)
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    lr: float = 3e-3  # peak learning rate
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
+    weight_decay: float = 0.1  # on weight matrices only (not norms, embeddings)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast for matmuls, fp32 master weights
+    eval_every: int = 200  # steps between validation passes (0 = only at the end)
+    eval_batches: int = 16  # validation batches per pass
+    checkpoint_every: int = 200  # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept
+    log_every: int = 10  # steps between log lines / metrics records
+    seed: int = 0  # model init, data order
+
+    def __post_init__(self):
+        _require(self.steps >= 1 and self.batch_size >= 1 and self.grad_accum >= 1, "steps, batch_size, grad_accum must be >= 1")
+        _require(self.seq_len >= 2, "train.seq_len must be >= 2")
+        _require(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "train.lr must be > 0 and min_lr_ratio in [0, 1]")
+        _require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.grad_clip >= 0, "warmup_steps, weight_decay, grad_clip must be >= 0")
+        _require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, not {self.precision!r}")
+        _require(self.keep_checkpoints >= 1 and self.log_every >= 1, "keep_checkpoints and log_every must be >= 1")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup to ``lr`` then cosine to ``min_lr_ratio * lr`` at the last step."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+
+
+class Objective(Protocol):
+    """A model and how a batch of ids (B, T) becomes a summed loss."""
+
+    model: nn.Module
+
+    def loss_sum(self, model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Summed next-byte cross-entropy (nats) over counted targets, and stats to log (summed)."""
+        ...
+
+
+def count_targets(ids: torch.Tensor) -> int:
+    return int(byte_loss_mask(ids[:, 1:]).sum())
+
+
+# --- distributed -----------------------------------------------------------------------------------
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def init_distributed() -> World:
+    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    step: int
+    train_loss: float
+    val_bpb: float | None
+    run_dir: Path
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_matrix = p.dim() >= 2 and "embedding" not in name
+        (decay if is_matrix else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+
+
+class Trainer:
+    """Runs `TrainConfig.steps` optimizer steps of an objective on prepared data, into ``run_dir``."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        data: PreparedData,
+        cfg: TrainConfig,
+        run_dir: Path,
+        world: World | None = None,
+        log: Callable[[str], None] | None = None,
+        progress: bool = True,
+    ):
+        self.objective = objective
+        self.data = data
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.world = world or World()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.progress = progress and self.world.is_main
+        if cfg.batch_size % (self.world.size * cfg.grad_accum):
+            raise ConfigError(
+                f"train.batch_size {cfg.batch_size} must divide by processes x grad_accum = {self.world.size} x {cfg.grad_accum}"
+            )
+        self.micro_batch = cfg.batch_size // (self.world.size * cfg.grad_accum)
+        self.model = objective.model
+        self.wrapped = self.model
+        if self.world.size > 1:
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.train_iter = ByteBatchIterator(
+            data, "train", seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+            rank=self.world.rank, world_size=self.world.size,
+        )
+        self.step = 0
+        self.device = next(self.model.parameters()).device
+
+    # -- checkpoints --
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save_checkpoint(self) -> Path | None:
+        if self.world.is_main:
+            opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+            opt_tensors["rng.torch"] = torch.random.get_rng_state()
+            state = {"optimizer": opt_meta, "data": self.train_iter.state().to_dict(), "train_config": self.cfg.to_dict()}
+            path = write_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), opt_tensors, state,
+                                    keep_last=self.cfg.keep_checkpoints)
+        else:
+            path = None
+        self.world.barrier()
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest valid checkpoint of this run; False if there is none."""
+        ckpt = latest_checkpoint(self.checkpoint_dir, on_skip=lambda err: self.log(f"skipping checkpoint: {err}"))
+        if ckpt is None:
+            return False
+        self.model.load_state_dict(ckpt.model, strict=True)
+        rng = ckpt.optimizer.pop("rng.torch")
+        self.optimizer.load_state_dict(optimizer_from_tensors(ckpt.optimizer, ckpt.state["optimizer"]))
+        torch.random.set_rng_state(rng)
+        self.train_iter.load_state(type(self.train_iter.state()).from_dict(ckpt.state["data"]))
+        self.step = ckpt.step
+        self.log(f"resumed from {ckpt.path} (step {self.step})")
+        return True
+
+    # -- one step --
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
+        rows = next(self.train_iter).to(self.device)  # this rank's rows of the global batch
+        micro = rows.split(self.micro_batch)
+        # Normalise by the global number of targets so accumulation and DDP equal one big batch.
+        local_targets = sum(count_targets(m) for m in micro)
+        (global_targets,) = self.world.all_sum([float(local_targets)])
+        scale = self.world.size / max(global_targets, 1.0)  # DDP averages gradients over ranks
+        loss_sum, stats = 0.0, {}
+        for i, ids in enumerate(micro):
+            sync = i == len(micro) - 1 or self.world.size == 1
+            context = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
+            with context:
+                with self._autocast():
+                    loss, micro_stats = self.objective.loss_sum(self.wrapped, ids)
+                (loss * scale).backward()
+            loss_sum += loss.item()
+            for k, v in micro_stats.items():
+                stats[k] = stats.get(k, 0.0) + v
+        keys = sorted(stats)
+        totals = self.world.all_sum([loss_sum] + [stats[k] for k in keys])
+        mean_loss = totals[0] / max(global_targets, 1.0)
+        if not math.isfinite(mean_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(
+                f"loss became {mean_loss} at step {self.step + 1}; weights were not updated and the last good "
+                f"checkpoint is kept in {self.checkpoint_dir}. Try a lower --set train.lr or fp32 precision"
+            )
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip).item() if cfg.grad_clip > 0 else float("nan")
+        )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        out = {"loss": mean_loss, "bpb": mean_loss / LN2, "targets": global_targets, "grad_norm": grad_norm,
+               "lr": cfg.lr_at(self.step - 1)}
+        out.update({k: v for k, v in zip(keys, totals[1:])})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, batches: int | None = None) -> float:
+        """Validation bits per byte over the first ``batches`` validation batches (deterministic)."""
+        self.model.eval()
+        it = validation_batches(self.data, self.cfg.seq_len, self.cfg.batch_size, world_size=self.world.size,
+                                rank=self.world.rank)
+        loss_sum, targets = 0.0, 0.0
+        for i, rows in enumerate(it):
+            if batches is not None and i >= batches:
+                break
+            rows = rows.to(self.device)
+            for ids in rows.split(self.micro_batch):
+                with self._autocast():
+                    loss, _ = self.objective.loss_sum(self.model, ids)
+                loss_sum += loss.item()
+                targets += count_targets(ids)
+        self.model.train()
+        loss_sum, targets = self.world.all_sum([loss_sum, targets])
+        return loss_sum / max(targets, 1.0) / LN2
+
+    # -- the loop --
+    def fit(self, resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        self.model.train()
+        metrics_path = self.run_dir / "metrics.jsonl"
+        bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress)
+        window_start, window_bytes = time.perf_counter(), 0
+        last, val_bpb = {"loss": float("nan")}, None
+        try:
+            while self.step < cfg.steps:
+                last = self.train_step()
+                window_bytes += int(last["targets"])
+                if on_step is not None:
+                    on_step(self.step)
+                done = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or done:
+                    elapsed = time.perf_counter() - window_start
+                    last["bytes_per_s"] = window_bytes / max(elapsed, 1e-9)
+                    window_start, window_bytes = time.perf_counter(), 0
+                    record = {"step": self.step, **{k: _round(v) for k, v in last.items()}}
+                    if "patches" in last:
+                        record["mean_patch_size"] = _round(last["targets"] / max(last["patches"], 1.0))
+                    if (cfg.eval_every and self.step % cfg.eval_every == 0) or done:
+                        val_bpb = self.evaluate(cfg.eval_batches)
+                        record["val_bpb"] = _round(val_bpb)
+                    if self.world.is_main:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(record) + "\n")
+                    bar.set_postfix_str(_postfix(record), refresh=False)
+                elif cfg.eval_every and self.step % cfg.eval_every == 0:
+                    val_bpb = self.evaluate(cfg.eval_batches)
+                bar.update(1)
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or done:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
+            raise
+        bar.close()
+        if self.world.is_main:
+            save_tensors(self.run_dir / "model.safetensors", self.model.state_dict())
+            plot_metrics(metrics_path, self.run_dir / "loss.png")
+        self.world.barrier()
+        return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)
+
+
+def _round(v: float) -> float:
+    return round(float(v), 5) if math.isfinite(float(v)) else float(v)
+
+
+def _postfix(record: dict[str, Any]) -> str:
+    parts = [f"loss {record['loss']:.3f}", f"bpb {record['bpb']:.3f}"]
+    if "val_bpb" in record:
+        parts.append(f"val {record['val_bpb']:.3f}")
+    parts.append(f"{record['bytes_per_s']:,.0f} B/s")
+    if "mean_patch_size" in record:
+        parts.append(f"patch {record['mean_patch_size']:.2f}")
+    return " ".join(parts)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
+    """Training and validation bits-per-byte against step, as a PNG."""
+    records = read_metrics(metrics_path)
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in records], [r["bpb"] for r in records], label="train")
+    val = [r for r in records if "val_bpb" in r]
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_bpb"] for r in val], "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per byte")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(out_png).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return Path(out_png)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def default_train_config(kind: str, preset: str) -> TrainConfig:
+    """Training defaults per model kind and preset; `tiny` finishes in minutes on 2 CPU cores."""
+    small = {"steps": 5000, "batch_size": 32, "seq_len": 1024, "warmup_steps": 200, "eval_every": 500,
+             "checkpoint_every": 500}
+    large = {"steps": 100_000, "batch_size": 64, "seq_len": 4096, "warmup_steps": 2000, "lr": 4e-4,
+             "eval_every": 2000, "checkpoint_every": 2000, "precision": "bf16"}
+    table = {
+        ("entropy_model", "tiny"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 4e-3,
+                                    "eval_every": 200, "checkpoint_every": 200},
+        ("blt", "tiny"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 2e-3,
+                          "eval_every": 200, "checkpoint_every": 200},
+        ("entropy_model", "small"): small,
+        ("blt", "small"): dict(small, lr=1e-3),
+    }
+    return TrainConfig(**table.get((kind, preset), large))
