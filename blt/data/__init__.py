@@ -1,0 +1,21 @@
+"""Data: files -> byte shards (`prepare`), memory-mapped reading (`PreparedData`), batches (`ByteBatchIterator`).
+
+>>> manifest = prepare(["corpus/"], "data_cache/mine")                  # doctest: +SKIP
+>>> data = PreparedData.open("data_cache/mine")                          # doctest: +SKIP
+>>> it = ByteBatchIterator(data, "train", seq_len=512, batch_size=8, seed=0)  # doctest: +SKIP
+>>> ids = next(it)            # LongTensor[8, 512], every row starts with BOS   # doctest: +SKIP
+>>> it.load_state(it.state().to_dict())                                  # doctest: +SKIP
+"""
+
+from blt.data.iterator import ByteBatchIterator, IteratorState, epoch_order, validation_batches
+from blt.data.manifest import DocumentEntry, Manifest, ShardEntry, SplitStats
+from blt.data.writer import DEFAULT_SHARD_BYTES, DEFAULT_VAL_FRACTION, assign_split, prepare
+from blt.data.prepared import PreparedData, Split, byte_summary
+from blt.data.sources import default_corpus_documents
+
+__all__ = [
+    "ByteBatchIterator", "IteratorState", "epoch_order", "validation_batches",
+    "DocumentEntry", "Manifest", "ShardEntry", "SplitStats",
+    "DEFAULT_SHARD_BYTES", "DEFAULT_VAL_FRACTION", "assign_split", "prepare",
+    "PreparedData", "Split", "byte_summary", "default_corpus_documents",
+]

@@ -1,0 +1,258 @@
+"""Batches of byte ids packed from a prepared split: resumable, deterministic, shardable across ranks.
+
+The documents of a split, in some order, form one stream of ids: ``[BOS] doc [EOS] [BOS] doc [EOS] ...``.
+Rows of ``seq_len`` ids are cut from it one after another. The model needs BOS first in every row, so a
+row that starts inside a document gets an extra BOS and continues from there::
+
+    stream:  BOS a b c d e EOS BOS f g EOS           seq_len = 4
+    rows:    BOS a b c | BOS d e EOS | BOS f g EOS
+
+Every stream id lands in exactly one row, so every byte is a target exactly once. (One exception: a row
+never starts with a lone EOS; that EOS is dropped and the row starts at the next document.)
+
+Training (`ByteBatchIterator`) visits the documents in a new order every epoch, drawn from (seed, epoch),
+and runs forever: the stream goes straight on from one epoch into the next, so batches are always full.
+Its position is an `IteratorState` (epoch, document, offset); saving it after k batches and loading it
+into a fresh iterator gives the same next batches. Validation (`validation_batches`) is one pass in
+stored order, padded with PAD_ID at the end.
+
+With ``world_size`` > 1, ``batch_size`` is the global batch and rank r gets rows r, r + world_size, ...
+of it. Every rank walks the whole stream, so the state is global and identical on all ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from blt.data.prepared import PreparedData, Split
+from blt.errors import DataError
+from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
+
+_MASK64 = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class IteratorState:
+    """Where a `ByteBatchIterator` is in its stream; JSON-able via `to_dict` / `from_dict`."""
+
+    epoch: int
+    position: int  # index into the epoch's document order of the document to continue
+    offset: int  # ids of that document already emitted, counting its BOS (0: none yet)
+    seed: int
+    split: str
+    data_fingerprint: str  # `PreparedData.fingerprint` of the data it was taken on
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IteratorState:
+        types = {f.name: f.type for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) != set(types):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"not an iterator state: expected the keys {sorted(types)}, got {got}")
+        for name, kind in types.items():
+            if type(data[name]).__name__ != kind:  # annotations are strings here: "int" or "str"
+                raise DataError(f"iterator state field {name!r} must be {kind}, got {data[name]!r}")
+        return cls(**data)
+
+
+def epoch_order(num_documents: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits the documents: a permutation of ``range(num_documents)``.
+
+    Sorts documents by a splitmix64 hash of (seed, epoch, document), so the order depends only on these
+    three numbers, on every platform and numpy version.
+    """
+    key = _splitmix64(np.array([seed & _MASK64], dtype=np.uint64))
+    key = _splitmix64(key ^ np.uint64(epoch & _MASK64))
+    keys = _splitmix64(key + np.arange(num_documents, dtype=np.uint64))
+    return np.argsort(keys, kind="stable")
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 mixing function on uint64 arrays (arithmetic wraps modulo 2**64)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class _Packer:
+    """Cuts rows from the stream of a split's documents (see the module docstring).
+
+    ``seed`` None: one pass in stored order. Otherwise endless: epoch e visits `epoch_order` (seed, e).
+    """
+
+    def __init__(self, split: Split, seq_len: int, seed: int | None) -> None:
+        self.split, self.seq_len, self.seed = split, seq_len, seed
+        self.epoch = 0
+        self.order = self._order(0)
+        self.position = 0  # index into order
+        self.offset = 0  # ids of the current document already emitted (its BOS counts as one)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self.seed is None:
+            return np.arange(len(self.split))
+        return epoch_order(len(self.split), self.seed, epoch)
+
+    def seek(self, epoch: int, position: int, offset: int) -> None:
+        """Continue from document ``position`` of epoch ``epoch``, with ``offset`` of its ids emitted."""
+        order = self._order(epoch)
+        if not (epoch >= 0 and 0 <= position < len(order)):
+            raise DataError(f"position (epoch {epoch}, document {position}) is outside split {self.split.name!r} "
+                            f"of {len(order)} documents")
+        if not 0 <= offset <= int(self.split.lengths[order[position]]) + 1:
+            raise DataError(f"offset {offset} is outside document {position} of epoch {epoch}")
+        self.epoch, self.order, self.position, self.offset = epoch, order, position, offset
+
+    @property
+    def exhausted(self) -> bool:
+        return self.position >= len(self.order)
+
+    def next_document(self) -> None:
+        self.position += 1
+        self.offset = 0
+        if self.exhausted and self.seed is not None:
+            self.epoch += 1
+            self.order = self._order(self.epoch)
+            self.position = 0
+
+    def fill_row(self, out: np.ndarray | None) -> int:
+        """Write the next row into ``out`` (int64, ``seq_len``), or only skip past it if ``out`` is None.
+
+        Returns how many ids were filled: ``seq_len``, or fewer once the documents run out.
+        """
+        filled = 0
+        if self.offset > 0 and not self.exhausted:
+            if self.offset == self._length() + 1:  # only EOS is left: drop it rather than start a row with it
+                self.next_document()
+            else:
+                if out is not None:
+                    out[0] = BOS_ID
+                filled = 1
+        while filled < self.seq_len and not self.exhausted:
+            length = self._length()
+            n = min(self.seq_len - filled, length + 2 - self.offset)
+            if out is not None:
+                self._write(out[filled:filled + n], self.offset, length)
+            filled += n
+            self.offset += n
+            if self.offset == length + 2:
+                self.next_document()
+        return filled
+
+    def _length(self) -> int:
+        return int(self.split.lengths[self.order[self.position]])
+
+    def _write(self, dst: np.ndarray, start: int, length: int) -> None:
+        """Ids ``start : start + len(dst)`` of the current document's ``[BOS] bytes [EOS]`` into ``dst``."""
+        i = 0
+        if start == 0:
+            dst[0] = BOS_ID
+            i, start = 1, 1
+        stop = min(start + len(dst) - i, length + 1)  # ids [start, stop) are bytes start-1 .. stop-2
+        if stop > start:
+            doc = self.split[int(self.order[self.position])]
+            dst[i:i + stop - start] = doc[start - 1:stop - 1]
+            dst[i:i + stop - start] += OFFSET
+            i += stop - start
+        if i < len(dst):
+            dst[i] = EOS_ID
+
+
+def _check_shape(seq_len: int, batch_size: int, world_size: int, rank: int) -> None:
+    if seq_len < 2:
+        raise DataError(f"seq_len must be at least 2 (BOS and one byte), got {seq_len}")
+    if batch_size < 1 or world_size < 1 or batch_size % world_size:
+        raise DataError(f"batch_size ({batch_size}) must be a positive multiple of world_size ({world_size})")
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")
+
+
+def _nonempty_split(data: PreparedData, split: str) -> Split:
+    documents = data.split(split)
+    if len(documents) == 0:
+        raise DataError(f"split {split!r} of {data.path} has no documents; prepare with more data"
+                        + (" or a larger --val-fraction" if split == "val" else ""))
+    return documents
+
+
+class ByteBatchIterator:
+    """Endless shuffled training batches ``LongTensor[batch_size // world_size, seq_len]`` of ids.
+
+    >>> it = ByteBatchIterator(PreparedData.open("data_cache/stdlib"), "train", 512, 8, seed=0)  # doctest: +SKIP
+    >>> batch = next(it); saved = it.state().to_dict()                                           # doctest: +SKIP
+    """
+
+    def __init__(self, data: PreparedData, split: str, seq_len: int, batch_size: int, seed: int = 0, *,
+                 world_size: int = 1, rank: int = 0) -> None:
+        _check_shape(seq_len, batch_size, world_size, rank)
+        documents = _nonempty_split(data, split)
+        stream = documents.total_bytes + 2 * len(documents)
+        if stream < seq_len:
+            raise DataError(f"split {split!r} of {data.path} holds {documents.total_bytes} bytes in {len(documents)} "
+                            f"documents ({stream} ids with BOS/EOS), less than one sequence of {seq_len}; "
+                            "use a smaller seq_len or more data")
+        self.split, self.seq_len, self.batch_size, self.seed = split, seq_len, batch_size, seed
+        self.world_size, self.rank = world_size, rank
+        self._fingerprint = data.fingerprint
+        self._packer = _Packer(documents, seq_len, seed)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next row starts in."""
+        return self._packer.epoch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        batch = np.empty((self.batch_size // self.world_size, self.seq_len), dtype=np.int64)
+        for row in range(self.batch_size):
+            mine = row % self.world_size == self.rank
+            self._packer.fill_row(batch[row // self.world_size] if mine else None)
+        return torch.from_numpy(batch)
+
+    def state(self) -> IteratorState:
+        """The position after the batches yielded so far."""
+        p = self._packer
+        return IteratorState(p.epoch, p.position, p.offset, self.seed, self.split, self._fingerprint)
+
+    def load_state(self, state: IteratorState | dict[str, Any]) -> None:
+        """Continue from ``state`` (from `state`, or its dict), taken with the same seed, split and data.
+
+        Batch size, world size and rank may differ from when it was saved: the position is in the stream.
+        """
+        if isinstance(state, dict):
+            state = IteratorState.from_dict(state)
+        expected = {"seed": self.seed, "split": self.split, "data_fingerprint": self._fingerprint}
+        for key, value in expected.items():
+            if getattr(state, key) != value:
+                raise DataError(f"iterator state has {key}={getattr(state, key)!r} but this iterator has {value!r}; "
+                                "resume with the seed, split and prepared data it was saved with")
+        self._packer.seek(state.epoch, state.position, state.offset)
+
+
+def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, split: str = "val",
+                       world_size: int = 1, rank: int = 0) -> Iterator[torch.Tensor]:
+    """One deterministic pass over ``split`` in stored order, as ``LongTensor[batch_size // world_size, seq_len]``.
+
+    The last row is padded with PAD_ID and rows after it are ``[BOS, PAD, ...]``, so every rank gets the
+    same number of full-shape batches; `blt.model.next_byte_loss` ignores PAD (and BOS) targets.
+    """
+    _check_shape(seq_len, batch_size, world_size, rank)
+    documents = _nonempty_split(data, split)
+    packer = _Packer(documents, seq_len, seed=None)
+    while not packer.exhausted:
+        batch = np.full((batch_size // world_size, seq_len), PAD_ID, dtype=np.int64)
+        for row in range(batch_size):
+            mine = row % world_size == rank
+            out = batch[row // world_size] if mine else None
+            if packer.fill_row(out) == 0 and out is not None:
+                out[0] = BOS_ID
+        yield torch.from_numpy(batch)
