@@ -219,6 +219,10 @@ class Trainer:
         torch.random.set_rng_state(rng)
         self.train_iter.load_state(type(self.train_iter.state()).from_dict(ckpt.state["data"]))
         self.step = ckpt.step
+        if self.world.is_main:  # records of steps after the checkpoint will be made again
+            metrics = self.run_dir / "metrics.jsonl"
+            kept = [r for r in read_metrics(metrics) if r["step"] <= self.step]
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         self.log(f"resumed from {ckpt.path} (step {self.step})")
         return True
 
