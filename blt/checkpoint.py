@@ -49,7 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -179,7 +179,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     if not state_file.is_file():
         raise CheckpointError(f"checkpoint {path} has no {STATE_FILE} (interrupted write?)")
     try:
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{state_file} is not valid JSON (corrupt?): {err}") from None
     if not isinstance(state, dict) or "files" not in state or "step" not in state:

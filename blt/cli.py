@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module under blt.commands, one-line help). A module may be missing: the command is not built yet.
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"blt {args._name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `blt patch FILE | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return int(result or 0)
 
 

@@ -191,6 +191,6 @@ def calibrate_threshold_from_entropies(
                        f"is {achieved:.3g} bytes; raise the target")
     below, above = (best, best + 1) if achieved < target else (best - 1, best)
     raise BLTError(f"no threshold gives a mean patch size within {tol:.0%} of {target:g} bytes: the closest are "
-                   f"{mean_at(below):.4g} (threshold {threshold(below):.6g}) and {mean_at(above):.4g} "
-                   f"(threshold {threshold(above):.6g}), because many bytes share the same score; calibrate on "
+                   f"{mean_at(below):.4g} (threshold {threshold(below):.9g}) and {mean_at(above):.4g} "
+                   f"(threshold {threshold(above):.9g}), because many bytes share the same score; calibrate on "
                    "a larger or more varied sample, or raise tol")

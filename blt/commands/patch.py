@@ -1,0 +1,250 @@
+"""`blt patch FILE | --text TEXT --entropy-model RUN`: show where the patches of a text fall, with each
+byte's entropy, statistics, and optionally a Figure-4-style plot (--png) and an HTML page (--html).
+
+The threshold, when not given, comes from the BLT run's config (if RUN is a BLT run patching in the
+same mode), else is calibrated on the input to a target mean patch size (the run's, or 4.5) when the
+input has at least 2 KB, else is the released default θ_g = 1.335 nats. The header says which.
+
+`blt patch --data DIR` (precomputing per-byte entropies beside a prepared data directory's shards, for
+training) is not built yet; it says so and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from blt.config import BLTConfig, PatchingConfig
+from blt.errors import BLTError, CheckpointError
+from blt.patching import EntropyModel, Patcher, calibrate_threshold_from_entropies, lengths_from_start_mask
+from blt.run import ENTROPY_SUBDIR, load, read_run_config
+from blt.tokenizer import encode
+from blt.viz import (
+    PLOT_BYTES,
+    format_stats,
+    patch_stats,
+    plot_entropies,
+    render_html,
+    render_terminal,
+    write_atomically,
+)
+
+SHOWN_MODES = ("entropy", "monotonic", "combined", "space", "static", "byte")
+RELEASED_THRESHOLD = 1.335442066192627  # θ_g of the released BLT checkpoints
+DEFAULT_TARGET_PATCH_SIZE = 4.5
+MIN_CALIBRATION_BYTES = 2048  # shorter inputs give too few patches to calibrate a threshold on
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="file to patch ('-' reads standard input)")
+    p.add_argument("--text", help="patch this text instead of a file")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="precompute per-byte entropies beside a prepared data directory's shards (not built yet)")
+    p.add_argument("--entropy-model", required=True, type=Path, metavar="RUN",
+                   help="entropy-model run (from `blt train-entropy`), or a BLT run that carries one")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--threshold", type=float, metavar="NATS",
+                      help="entropy threshold (θ_g; θ_r for --mode monotonic)")
+    size.add_argument("--target-patch-size", type=float, metavar="BYTES",
+                      help="calibrate the threshold on the input to this mean patch size (e.g. 4.5, 6, 8)")
+    p.add_argument("--relative-threshold", type=float, metavar="NATS", help="θ_r for --mode combined")
+    p.add_argument("--mode", choices=SHOWN_MODES, help="patching scheme (default: the BLT run's, else entropy)")
+    p.add_argument("--max-patch-length", type=int, metavar="N", help="split patches longer than N bytes "
+                   "(default: the BLT run's)")
+    p.add_argument("--patch-size", type=int, metavar="K", help="bytes per patch for --mode static (default: the "
+                   "BLT run's, else 4)")
+    p.add_argument("--width", type=int, default=100,
+                   help="wrap the shown text at this many columns (default: %(default)s)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                   help="shade bytes by entropy: auto = when stdout is a terminal and NO_COLOR is unset")
+    p.add_argument("--png", type=Path, metavar="OUT.png", help="also plot the entropies and patch starts here")
+    p.add_argument("--plot-bytes", type=int, default=PLOT_BYTES, metavar="N",
+                   help="plot the first N bytes (default: %(default)s)")
+    p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML page here")
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def read_input(args: argparse.Namespace) -> tuple[bytes, str]:
+    """The bytes to patch and a name for them."""
+    if args.file is not None and args.text is not None:
+        raise BLTError("give either FILE or --text, not both")
+    if args.text is not None:
+        data, name = args.text.encode("utf-8", errors="surrogateescape"), "--text"
+    elif args.file is None:
+        raise BLTError("nothing to patch: give a FILE, --text TEXT, or --data DIR")
+    elif str(args.file) == "-":
+        data, name = sys.stdin.buffer.read(), "standard input"
+    else:
+        path: Path = args.file
+        if path.is_dir():
+            raise BLTError(f"{path} is a directory; give a file to patch (or --data DIR for a prepared data directory)")
+        if not path.exists():
+            raise BLTError(f"{path} does not exist")
+        data, name = path.read_bytes(), str(path)
+    if not data:
+        raise BLTError(f"{name} is empty: there is nothing to patch (BOS alone is a patch of its own)")
+    return data, name
+
+
+def load_entropy_model(run_dir: Path) -> tuple[EntropyModel, PatchingConfig | None]:
+    """The entropy model of an entropy-model run or of a BLT run (its ``entropy_model/``), and the BLT
+    run's patching config (None for an entropy-model run). A BLT run's own weights are not loaded."""
+    record = read_run_config(run_dir)
+    if record["kind"] == "entropy_model":
+        return load(run_dir, expect="entropy_model").model, None
+    patching = BLTConfig.from_dict(record["model"]).patching
+    if not (run_dir / ENTROPY_SUBDIR).is_dir():
+        raise CheckpointError(f"{run_dir} is a BLT run without an {ENTROPY_SUBDIR}/ folder; pass the entropy-model "
+                              "run it was patched with")
+    return load(run_dir / ENTROPY_SUBDIR, expect="entropy_model").model, patching
+
+
+def _finite(flag: str, value: float | None, at_least: float | None = None) -> None:
+    if value is not None and (not math.isfinite(value) or (at_least is not None and value < at_least)):
+        bound = f" >= {at_least:g}" if at_least is not None else ""
+        raise BLTError(f"{flag} must be a finite number{bound}, got {value}")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    _finite("--threshold", args.threshold)
+    _finite("--relative-threshold", args.relative_threshold)
+    _finite("--target-patch-size", args.target_patch_size, at_least=1)
+    for flag, value, least in (("--max-patch-length", args.max_patch_length, 1), ("--patch-size", args.patch_size, 1),
+                               ("--width", args.width, 20), ("--plot-bytes", args.plot_bytes, 2)):
+        if value is not None and value < least:
+            raise BLTError(f"{flag} must be at least {least}, got {value}")
+
+
+# --- the threshold -------------------------------------------------------------------------------
+
+def _calibrate(entropies: torch.Tensor, target: float, mode: str, relative: float | None,
+               max_patch_length: int | None) -> float:
+    try:
+        return calibrate_threshold_from_entropies(entropies[None], target, mode, relative_threshold=relative,
+                                                  max_patch_length=max_patch_length)
+    except ValueError as err:  # BLTError is one; the rest (sample too short) are about this input too
+        raise BLTError(str(err)) from None
+
+
+def choose_threshold(
+    args: argparse.Namespace,
+    mode: str,
+    inherited: float | None,
+    target: float,
+    entropies: torch.Tensor,
+    relative: float | None,
+    max_patch_length: int | None,
+) -> tuple[float, str]:
+    """θ (θ_r in monotonic mode) and how it was chosen, in this order: --threshold; calibrated on the input
+    to --target-patch-size; ``inherited`` from the BLT run; calibrated to ``target`` on an input of at
+    least `MIN_CALIBRATION_BYTES`; the released default. ``entropies``: (T,) of the input with BOS."""
+    n_bytes = entropies.numel() - 1
+    if args.threshold is not None:
+        return args.threshold, "given"
+    if args.target_patch_size is not None:
+        threshold = _calibrate(entropies, args.target_patch_size, mode, relative, max_patch_length)
+        return threshold, f"calibrated on this input to a mean patch size of {args.target_patch_size:g} bytes"
+    if inherited is not None:
+        return inherited, "from the BLT run's config"
+    if n_bytes >= MIN_CALIBRATION_BYTES:
+        try:
+            threshold = _calibrate(entropies, target, mode, relative, max_patch_length)
+            return threshold, f"calibrated on this input to a mean patch size of {target:g} bytes"
+        except BLTError as err:
+            if mode == "monotonic":
+                raise BLTError(f"cannot calibrate θ_r on this input ({err}); pass --threshold") from None
+            return RELEASED_THRESHOLD, f"the released default; calibrating to {target:g} bytes failed: {err}"
+    if mode == "monotonic":
+        raise BLTError(f"--mode monotonic needs --threshold θ_r: the input ({n_bytes:,} bytes) is shorter than "
+                       f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on, and θ_r has no released default")
+    return RELEASED_THRESHOLD, (f"the released default; the input ({n_bytes:,} bytes) is shorter than "
+                                f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on")
+
+
+def choose_patching(args: argparse.Namespace, run_patching: PatchingConfig | None,
+                    entropies: torch.Tensor) -> tuple[PatchingConfig, str]:
+    """The patching config to show, and a line describing it (with how its threshold was chosen).
+
+    Unset options come from the BLT run's patching config (``run_patching``) where it has them.
+    ``entropies`` are the entropy model's (T,) entropies of the input with BOS, for calibration.
+    """
+    mode = args.mode or (run_patching.mode if run_patching is not None else "entropy")
+    if mode not in SHOWN_MODES:
+        raise BLTError(f"the BLT run patches with mode {mode!r}, which `blt patch` can't show; pass --mode")
+    same = run_patching if run_patching is not None and run_patching.mode == mode else None
+    entropy_mode = mode in ("entropy", "monotonic", "combined")
+    if not entropy_mode and (args.threshold is not None or args.target_patch_size is not None):
+        raise BLTError(f"--threshold and --target-patch-size are for the entropy modes, not --mode {mode}")
+    if args.relative_threshold is not None and mode != "combined":
+        raise BLTError("--relative-threshold is θ_r of --mode combined; for --mode monotonic use --threshold")
+    if args.patch_size is not None and mode != "static":
+        raise BLTError(f"--patch-size is for --mode static, not --mode {mode}")
+    max_patch_length = args.max_patch_length or (run_patching.max_patch_length if run_patching else None)
+    cap = f", patches split at {max_patch_length} bytes" if max_patch_length else ""
+    if not entropy_mode:
+        patch_size = args.patch_size or (same.patch_size if same is not None else 4)
+        config = PatchingConfig(mode=mode, max_patch_length=max_patch_length, patch_size=patch_size)
+        scheme = f"static patching, {patch_size} bytes per patch" if mode == "static" else f"{mode} patching"
+        return config, scheme + cap
+
+    relative = args.relative_threshold if args.relative_threshold is not None else (
+        same.relative_threshold if same is not None else None)
+    if mode == "combined" and relative is None:
+        raise BLTError("--mode combined needs --relative-threshold θ_r (nats) as well as θ_g")
+    target = (run_patching.target_patch_size if run_patching is not None else None) or DEFAULT_TARGET_PATCH_SIZE
+    threshold, how = choose_threshold(args, mode, same.threshold if same is not None else None, target, entropies,
+                                      relative, max_patch_length)
+    config = PatchingConfig(mode=mode, threshold=threshold, relative_threshold=relative if mode == "combined" else None,
+                            max_patch_length=max_patch_length)
+    name = "θ_r" if mode == "monotonic" else "θ_g"
+    extra = f", θ_r = {relative:.4g} nats" if mode == "combined" else ""
+    return config, f"{mode} patching, {name} = {threshold:.4g} nats ({how}){extra}{cap}"
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def use_color(choice: str) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        raise BLTError("--data: precomputing per-byte entropies for a prepared data directory isn't built yet; "
+                       "patch a FILE or --text instead")
+    check_options(args)
+    data, name = read_input(args)
+    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    ids = encode(data)  # (T,) = BOS + bytes
+    entropies = entropy_model.entropies(ids)  # (T,) H_i: entropy of the byte after position i
+    config, description = choose_patching(args, run_patching, entropies)
+    start_mask = Patcher(config, entropy_model).start_mask(ids[None], entropies[None])  # (1, T)
+    lengths = lengths_from_start_mask(start_mask)[0, 1:]  # the text's patches; BOS is the first, of 1 byte
+    # Per byte j of the text (position j + 1): its start, and the entropy that decided it, H_j.
+    byte_starts, byte_entropies = start_mask[0, 1:], entropies[:-1]
+    shown_threshold = config.threshold if config.mode in ("entropy", "combined") else None
+    stats = patch_stats(lengths)
+
+    print(f"{name}: {description}")
+    print(f"entropy model: {args.entropy_model}")
+    print()
+    print(render_terminal(data, byte_entropies, byte_starts, shown_threshold, color=use_color(args.color),
+                          width=args.width, truecolor=os.environ.get("COLORTERM") in ("truecolor", "24bit")))
+    print()
+    print(format_stats(stats))
+    if args.png is not None:
+        path = plot_entropies(data, byte_entropies, byte_starts, shown_threshold, args.png, max_bytes=args.plot_bytes,
+                              title=f"{config.mode.capitalize()} patching" + (f" of {name}" if args.file else ""))
+        print(f"wrote {path}")
+    if args.html is not None:
+        page = render_html(data, byte_entropies, byte_starts, shown_threshold, title=f"Patches of {name}",
+                           notes=[description, f"entropy model: {args.entropy_model}"])
+        print(f"wrote {write_atomically(args.html, page.encode('utf-8'))}")
+    return 0

@@ -1,0 +1,190 @@
+"""`blt patch`: the shown patches agree with the library, thresholds are chosen as documented, files are
+written, and every bad input is one clear line with exit code 2."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from blt.cli import main
+from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
+from blt.patching import EntropyModel, lengths_from_start_mask, patch_lengths_from_entropies, start_mask_space
+from blt.run import load, write_run_config
+from blt.tokenizer import encode
+
+TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun."
+
+
+@pytest.fixture(scope="module")
+def entropy_run(tmp_path_factory) -> Path:
+    cfg = EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=16)
+    model = EntropyModel(cfg).init_weights(seed=0)
+    run = tmp_path_factory.mktemp("entropy_run")
+    save_file(model.state_dict(), run / "model.safetensors")
+    write_run_config(run, "entropy_model", cfg)
+    return run
+
+
+@pytest.fixture(scope="module")
+def model(entropy_run) -> EntropyModel:
+    return load(entropy_run, expect="entropy_model").model
+
+
+def patch(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["patch", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def stat(out: str, name: str) -> float:
+    return float(re.search(rf"^{name}\s+([\d,.]+)", out, re.MULTILINE).group(1).replace(",", ""))
+
+
+def shown_text(out: str) -> str:
+    """The rendered text: the lines between the two-line header and the legend."""
+    return out.split("\n\n")[1].rsplit("\n", 1)[0]
+
+
+def test_shown_patches_and_stats_agree_with_the_library(capsys, entropy_run, model):
+    H = model.entropies(encode(TEXT))
+    theta = float(H[1:-1].median())
+    code, out, err = patch(capsys, "--text", TEXT, "--entropy-model", entropy_run, "--threshold", theta,
+                           "--width", 200)
+    assert code == 0 and err == ""
+    expected = patch_lengths_from_entropies(H[None], theta)[0, 1:]  # without the BOS patch
+    assert stat(out, "bytes") == len(TEXT.encode()) == int(expected.sum())
+    assert stat(out, "patches") == expected.numel() > 2
+    assert stat(out, "mean patch size") == pytest.approx(len(TEXT) / expected.numel(), abs=0.005)
+    assert stat(out, "max patch") == int(expected.max())
+    assert shown_text(out).replace("|", "") == TEXT
+    assert shown_text(out).count("|") == expected.numel() - 1
+    histogram = out.split("patch sizes\n")[1].splitlines()
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in histogram) == expected.numel()
+    assert f"θ_g = {theta:.4g} nats (given)" in out
+
+
+def test_short_input_uses_the_released_threshold(capsys, entropy_run):
+    code, out, _ = patch(capsys, "--text", TEXT, "--entropy-model", entropy_run)
+    assert code == 0
+    assert "θ_g = 1.335 nats (the released default; the input (81 bytes) is shorter than 2,048 bytes" in out
+
+
+def test_long_input_is_calibrated_to_the_target(capsys, entropy_run, tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text(TEXT * 40)  # 3,240 bytes
+    code, out, _ = patch(capsys, path, "--entropy-model", entropy_run, "--width", 200)
+    assert code == 0
+    assert "calibrated on this input to a mean patch size of 4.5 bytes" in out
+    assert stat(out, "mean patch size") == pytest.approx(4.5, rel=0.02)
+    code, out, _ = patch(capsys, path, "--entropy-model", entropy_run, "--target-patch-size", 8,
+                         "--max-patch-length", 12)
+    assert code == 0 and stat(out, "mean patch size") == pytest.approx(8, rel=0.02) and stat(out, "max patch") <= 12
+
+
+def test_a_blt_run_lends_its_entropy_model_and_threshold(capsys, entropy_run, tmp_path):
+    blt_run = tmp_path / "blt_run"
+    write_run_config(blt_run, "blt", BLTConfig.preset("tiny").replace(patching=PatchingConfig(threshold=4.25)))
+    shutil.copytree(entropy_run, blt_run / "entropy_model")
+    code, out, _ = patch(capsys, "--text", TEXT, "--entropy-model", blt_run)
+    assert code == 0 and "θ_g = 4.25 nats (from the BLT run's config)" in out
+    code, out, _ = patch(capsys, "--text", TEXT, "--entropy-model", blt_run, "--mode", "byte")
+    assert code == 0 and stat(out, "patches") == len(TEXT)
+
+
+def test_png_and_html_are_written(capsys, entropy_run, tmp_path):
+    png, page = tmp_path / "p.png", tmp_path / "p.html"
+    code, out, _ = patch(capsys, "--text", TEXT, "--entropy-model", entropy_run, "--threshold", 5.0,
+                         "--png", png, "--html", page, "--plot-bytes", 40)
+    assert code == 0 and f"wrote {png}" in out and f"wrote {page}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = page.read_text(encoding="utf-8")
+    text = html.split('<div class="text">')[1].split("</div>")[0]
+    assert re.sub(r"<[^>]+>", "", text).replace("│", "") == TEXT
+    assert text.count('class="sep"') == stat(out, "patches") - 1
+    assert "θ_g = 5 nats (given)" in html
+
+
+def test_colors_follow_the_terminal_and_no_color(capsys, entropy_run, monkeypatch):
+    argv = ("--text", TEXT, "--entropy-model", entropy_run)
+    assert "\x1b[" not in patch(capsys, *argv)[1]  # captured stdout is not a TTY
+    assert "\x1b[" in patch(capsys, *argv, "--color", "always")[1]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    colored = patch(capsys, *argv)[1]
+    assert "\x1b[48;5;" in colored and "│" in colored
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in patch(capsys, *argv)[1]
+
+
+def test_binary_input_and_long_runs_of_spaces_work(capsys, entropy_run, tmp_path):
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(0)).tolist()))
+    code, out, _ = patch(capsys, noise, "--entropy-model", entropy_run)
+    assert code == 0 and stat(out, "bytes") == 3000 and "\\x" in out
+    spaces = tmp_path / "spaces.txt"
+    spaces.write_bytes(b" " * 10_000)
+    code, out, _ = patch(capsys, spaces, "--entropy-model", entropy_run)
+    assert code == 0 and stat(out, "bytes") == 10_000
+
+
+def test_fixed_schemes(capsys, entropy_run):
+    base = ("--text", TEXT, "--entropy-model", entropy_run)
+    assert stat(patch(capsys, *base, "--mode", "static", "--patch-size", 8)[1], "patches") == math.ceil(len(TEXT) / 8)
+    space_lengths = lengths_from_start_mask(start_mask_space(encode(TEXT)[None]))[0, 1:]
+    code, out, _ = patch(capsys, *base, "--mode", "space")
+    assert code == 0 and stat(out, "patches") == space_lengths.numel()
+    code, out, _ = patch(capsys, *base, "--mode", "combined", "--threshold", 4.0, "--relative-threshold", 0.05)
+    assert code == 0 and "θ_r = 0.05 nats" in out
+
+
+def test_standard_input(capsys, entropy_run, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin\n")))
+    code, out, _ = patch(capsys, "-", "--entropy-model", entropy_run)
+    assert code == 0 and out.startswith("standard input:") and stat(out, "bytes") == 11
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty text", "--text is empty: there is nothing to patch"),
+    ("empty file", "is empty: there is nothing to patch"),
+    ("missing file", "does not exist"),
+    ("directory", "is a directory; give a file"),
+    ("missing run", "run directory"),
+    ("not a run", "is not a blt run directory (no config.json)"),
+    ("blt run without entropy model", "is a BLT run without an entropy_model/ folder"),
+    ("nan threshold", "--threshold must be a finite number, got nan"),
+    ("monotonic without threshold", "--mode monotonic needs --threshold"),
+    ("combined without relative", "--mode combined needs --relative-threshold"),
+    ("threshold with space mode", "are for the entropy modes, not --mode space"),
+    ("data", "precomputing per-byte entropies for a prepared data directory isn't built yet"),
+])
+def test_bad_input_is_one_clear_line(capsys, entropy_run, tmp_path, case, message):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blt_run").mkdir()
+    write_run_config(tmp_path / "blt_run", "blt", BLTConfig.preset("tiny"))
+    run = ("--entropy-model", entropy_run)
+    argv = {
+        "empty text": ("--text", "", *run),
+        "empty file": (tmp_path / "empty.txt", *run),
+        "missing file": (tmp_path / "nope.txt", *run),
+        "directory": (tmp_path, *run),
+        "missing run": ("--text", TEXT, "--entropy-model", tmp_path / "no_run"),
+        "not a run": ("--text", TEXT, "--entropy-model", tmp_path),
+        "blt run without entropy model": ("--text", TEXT, "--entropy-model", tmp_path / "blt_run"),
+        "nan threshold": ("--text", TEXT, *run, "--threshold", "nan"),
+        "monotonic without threshold": ("--text", TEXT, *run, "--mode", "monotonic"),
+        "combined without relative": ("--text", TEXT, *run, "--mode", "combined"),
+        "threshold with space mode": ("--text", TEXT, *run, "--mode", "space", "--threshold", 1.0),
+        "data": ("--data", tmp_path, *run),
+    }[case]
+    code, out, err = patch(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("blt patch: error: ") and err.count("\n") == 1 and message in err
