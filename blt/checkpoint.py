@@ -87,9 +87,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 # --- optimizer state as flat tensors + JSON ------------------------------------------------------
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
-    sd = optimizer.state_dict()
+def optimizer_to_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters.
+
+    Parameters may be keyed by index (``optimizer.state_dict()``) or by name (a full FSDP state dict).
+    """
     tensors, scalars = {}, {}
     for index, state in sd["state"].items():
         for key, value in state.items():
@@ -102,10 +104,10 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
 
 def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     """Inverse of `optimizer_to_tensors`: a state dict for ``optimizer.load_state_dict``."""
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[int | str, dict[str, Any]] = {}
     for name, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
+        param, key = name.rsplit(".", 1)  # state keys (exp_avg, step, ...) have no dots; parameter names may
+        state.setdefault(int(param) if param.isdigit() else param, {})[key] = value
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
 

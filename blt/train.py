@@ -63,6 +63,7 @@ class TrainConfig(_JsonConfig):
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast for matmuls, fp32 master weights
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
     eval_every: int = 200  # steps between validation passes (0 = only at the end)
     eval_batches: int = 16  # validation batches per pass
     checkpoint_every: int = 200  # steps between checkpoints (0 = only at the end)
@@ -76,6 +77,7 @@ class TrainConfig(_JsonConfig):
         _require(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "train.lr must be > 0 and min_lr_ratio in [0, 1]")
         _require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.grad_clip >= 0, "warmup_steps, weight_decay, grad_clip must be >= 0")
         _require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, not {self.precision!r}")
+        _require(self.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, not {self.parallel!r}")
         _require(self.keep_checkpoints >= 1 and self.log_every >= 1, "keep_checkpoints and log_every must be >= 1")
 
     def lr_at(self, step: int) -> float:
@@ -143,6 +145,27 @@ class TrainResult:
     run_dir: Path
 
 
+def shard_model(model: nn.Module) -> None:
+    """FSDP2: shard every transformer block and cross-attention, then the rest of the model."""
+    from torch.distributed.fsdp import fully_shard
+
+    from blt.model.layers import CrossAttention, TransformerBlock
+
+    for module in model.modules():
+        if isinstance(module, (TransformerBlock, CrossAttention)):
+            fully_shard(module)
+    fully_shard(model)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -181,7 +204,10 @@ class Trainer:
         self.micro_batch = cfg.batch_size // (self.world.size * cfg.grad_accum)
         self.model = objective.model
         self.wrapped = self.model
-        if self.world.size > 1:
+        self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
+        if self.sharded:
+            shard_model(self.model)
+        elif self.world.size > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_iter = ByteBatchIterator(
@@ -196,15 +222,34 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Unsharded model and optimizer state (collective under FSDP: every rank must call it)."""
+        if not self.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(self.model, self.optimizer, options=options)
+
+    def load_full_state(self, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> None:
+        if not self.sharded:
+            self.model.load_state_dict(model_state, strict=True)
+            self.optimizer.load_state_dict(optimizer_state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(self.model, self.optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                       options=StateDictOptions(full_state_dict=True, strict=True))
+
     def save_checkpoint(self) -> Path | None:
+        model_state, optimizer_state = self.full_state()
+        path = None
         if self.world.is_main:
-            opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+            opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
             opt_tensors["rng.torch"] = torch.random.get_rng_state()
             state = {"optimizer": opt_meta, "data": self.train_iter.state().to_dict(), "train_config": self.cfg.to_dict()}
-            path = write_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), opt_tensors, state,
+            path = write_checkpoint(self.checkpoint_dir, self.step, model_state, opt_tensors, state,
                                     keep_last=self.cfg.keep_checkpoints)
-        else:
-            path = None
         self.world.barrier()
         return path
 
@@ -213,9 +258,8 @@ class Trainer:
         ckpt = latest_checkpoint(self.checkpoint_dir, on_skip=lambda err: self.log(f"skipping checkpoint: {err}"))
         if ckpt is None:
             return False
-        self.model.load_state_dict(ckpt.model, strict=True)
         rng = ckpt.optimizer.pop("rng.torch")
-        self.optimizer.load_state_dict(optimizer_from_tensors(ckpt.optimizer, ckpt.state["optimizer"]))
+        self.load_full_state(ckpt.model, optimizer_from_tensors(ckpt.optimizer, ckpt.state["optimizer"]))
         torch.random.set_rng_state(rng)
         self.train_iter.load_state(type(self.train_iter.state()).from_dict(ckpt.state["data"]))
         self.step = ckpt.step
@@ -227,6 +271,14 @@ class Trainer:
         return True
 
     # -- one step --
+    def _gradient_sync(self, sync: bool):
+        """Skip gradient communication on all but the last micro-batch of an accumulation."""
+        if sync or self.world.size == 1:
+            return contextlib.nullcontext()
+        if self.sharded:
+            return _fsdp_no_sync(self.model)
+        return self.wrapped.no_sync()
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
@@ -243,8 +295,7 @@ class Trainer:
         loss_sum, stats = 0.0, {}
         for i, ids in enumerate(micro):
             sync = i == len(micro) - 1 or self.world.size == 1
-            context = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with context:
+            with self._gradient_sync(sync):
                 with self._autocast():
                     loss, micro_stats = self.objective.loss_sum(self.wrapped, ids)
                 (loss * scale).backward()
@@ -260,9 +311,10 @@ class Trainer:
                 f"loss became {mean_loss} at step {self.step + 1}; weights were not updated and the last good "
                 f"checkpoint is kept in {self.checkpoint_dir}. Try a lower --set train.lr or fp32 precision"
             )
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip).item() if cfg.grad_clip > 0 else float("nan")
-        )
+        grad_norm = float("nan")
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            grad_norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()  # DTensor under FSDP
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -334,8 +386,9 @@ class Trainer:
             self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
             raise
         bar.close()
+        model_state, _ = self.full_state()
         if self.world.is_main:
-            save_tensors(self.run_dir / "model.safetensors", self.model.state_dict())
+            save_tensors(self.run_dir / "model.safetensors", model_state)
             plot_metrics(metrics_path, self.run_dir / "loss.png")
         self.world.barrier()
         return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)

@@ -16,6 +16,7 @@ def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "ti
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or plain fp32 (default: fp32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. global_model.n_layers=6 or train.lr=1e-3 (repeatable)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun, shard the model with FSDP2 instead of DDP")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -23,7 +24,7 @@ def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "ti
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """``train.x=v`` overrides go to the training config, the rest to the model config."""
-    train = [o[len("train."):] for o in args.overrides if o.startswith("train.")]
+    train = [o[len("train."):] for o in args.overrides if o.startswith("train.")] + (["parallel=fsdp"] if args.fsdp else [])
     model = [o for o in args.overrides if not o.startswith("train.")]
     return RunOptions(data=args.data, out=args.out, preset=args.preset, model_overrides=model, train_overrides=train,
                       steps=args.steps, precision=args.precision, resume=args.resume, force=args.force,

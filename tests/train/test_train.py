@@ -191,7 +191,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: str) -> None:
+def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: str, parallel: str) -> None:
     import torch.distributed as dist
 
     from blt.data import PreparedData
@@ -200,15 +200,18 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        trainer = make_trainer(PreparedData.open(data_path), Path(run_dir), world=World(rank, world_size), steps=4)
+        trainer = make_trainer(PreparedData.open(data_path), Path(run_dir), world=World(rank, world_size), steps=4,
+                               parallel=parallel, grad_accum=2 if parallel == "fsdp" else 1)
         trainer.fit()
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_follow_one_process(text_data, tmp_path):
-    """gloo DDP with 2 processes and the same global batch gives 1 process's loss curve."""
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(text_data.path), str(tmp_path / "ddp")), nprocs=2, join=True)
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_follow_one_process(text_data, tmp_path, parallel):
+    """gloo DDP (or FSDP2, here with gradient accumulation) with 2 processes and the same global batch
+    gives 1 process's loss curve, and the checkpoint holds the full (unsharded) state."""
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(text_data.path), str(tmp_path / "ddp"), parallel), nprocs=2, join=True)
     single = make_trainer(text_data, tmp_path / "single", steps=4)
     single.fit()
     ddp_curve = [r["loss"] for r in read_metrics(tmp_path / "ddp" / "metrics.jsonl")]
@@ -219,6 +222,9 @@ def test_two_processes_follow_one_process(text_data, tmp_path):
     final = latest_checkpoint(tmp_path / "ddp" / "checkpoints")
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(final.model[name], value, atol=1e-5, rtol=1e-4)
+    resumed = make_trainer(text_data, tmp_path / "ddp", steps=5)  # a sharded run resumes in one process
+    resumed.fit(resume=True)
+    assert resumed.step == 5
 
 
 def test_stored_loss_curve(text_data, tmp_path):
