@@ -16,7 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from blt.checkpoint import atomic_write_text, latest_checkpoint, load_tensors
+from blt.checkpoint import latest_checkpoint, load_tensors
+from blt.fileio import atomic_write_text
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import CheckpointError, ConfigError
 from blt.model.byte_latent import ByteLatentTransformer

@@ -27,7 +27,6 @@ import torch.distributed as dist
 from torch import nn
 
 from blt.checkpoint import (
-    atomic_write_text,
     latest_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -37,6 +36,7 @@ from blt.checkpoint import (
 from blt.config import ConfigError, _JsonConfig, _require
 from blt.data import ByteBatchIterator, PreparedData, validation_batches
 from blt.errors import BLTError
+from blt.fileio import atomic_path, atomic_write_text
 from blt.model.byte_latent import byte_loss_mask
 
 LN2 = math.log(2.0)
@@ -441,10 +441,9 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = Path(out_png).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, out_png)
     return Path(out_png)
 
 

@@ -30,8 +30,6 @@ import functools
 import html
 import io
 import math
-import os
-import secrets
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -41,6 +39,8 @@ from typing import TypedDict
 
 import numpy as np
 import torch
+
+from blt.fileio import atomic_write_bytes
 
 ArrayLike = Sequence[float] | Sequence[bool] | np.ndarray | torch.Tensor
 
@@ -336,22 +336,6 @@ def format_stats(stats: PatchStats) -> str:
 
 # --- plot ----------------------------------------------------------------------------------------
 
-def write_atomically(path: str | Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` via a temporary file in the same folder and a rename, so readers never
-    see half a file (e.g. ``write_atomically("out.html", render_html(...).encode())``); returns the path.
-    The file gets the usual permissions (the umask's), unlike a `tempfile.mkstemp` file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def plot_entropies(
     data: bytes,
     entropies: ArrayLike,
@@ -410,7 +394,7 @@ def plot_entropies(
     with warnings.catch_warnings():  # characters the font lacks draw as boxes; that is enough here
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
         fig.savefig(buffer, format="png")
-    return write_atomically(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -503,4 +487,4 @@ def render_html(
 
 
 __all__ = ["PLOT_BYTES", "PLOT_LABEL_BYTES", "PatchStats", "format_stats", "patch_stats", "plot_entropies",
-           "render_html", "render_terminal", "write_atomically"]
+           "render_html", "render_terminal"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from blt.viz import format_stats, patch_stats, plot_entropies, render_html, render_terminal, write_atomically
+from blt.fileio import atomic_write_bytes as write_atomically
+from blt.viz import format_stats, patch_stats, plot_entropies, render_html, render_terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

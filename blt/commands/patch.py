@@ -21,6 +21,7 @@ import torch
 
 from blt.config import BLTConfig, PatchingConfig
 from blt.errors import BLTError, CheckpointError
+from blt.fileio import atomic_write_bytes
 from blt.patching import EntropyModel, Patcher, calibrate_threshold_from_entropies, lengths_from_start_mask
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
@@ -31,7 +32,6 @@ from blt.viz import (
     plot_entropies,
     render_html,
     render_terminal,
-    write_atomically,
 )
 
 SHOWN_MODES = ("entropy", "monotonic", "combined", "space", "static", "byte")
@@ -246,5 +246,5 @@ def run(args: argparse.Namespace) -> int:
     if args.html is not None:
         page = render_html(data, byte_entropies, byte_starts, shown_threshold, title=f"Patches of {name}",
                            notes=[description, f"entropy model: {args.entropy_model}"])
-        print(f"wrote {write_atomically(args.html, page.encode('utf-8'))}")
+        print(f"wrote {atomic_write_bytes(args.html, page.encode('utf-8'))}")
     return 0

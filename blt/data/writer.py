@@ -17,7 +17,6 @@ import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,8 +32,9 @@ from blt.data.manifest import (
     SplitStats,
     shard_file_name,
 )
-from blt.data.sources import DocumentSource, Scan, default_corpus_scan, default_corpus_sources, scan_sources
+from blt.data.sources import Scan, default_corpus_scan, default_corpus_sources, scan_sources
 from blt.errors import DataError
+from blt.fileio import AtomicFile, fsync_dir
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
 DEFAULT_VAL_FRACTION = 0.01
@@ -115,38 +115,12 @@ def _claim_output_dir(out: Path, force: bool) -> None:
         entry.unlink(missing_ok=True)
 
 
-class _AtomicFile:
-    """A file written under a temporary name in its final directory and renamed on `commit`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.file: BinaryIO = open(self.tmp, "wb")
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
-
-
 class _SplitWriter:
     """Appends the documents of one split to its shards."""
 
     def __init__(self, out: Path, split: str, shard_bytes: int) -> None:
         self.out, self.split, self.shard_bytes = out, split, shard_bytes
-        self.current: _AtomicFile | None = None
+        self.current: AtomicFile | None = None
         self.shards: list[ShardEntry] = []
         self.documents = 0
         self.histogram = np.zeros(256, dtype=np.int64)
@@ -156,7 +130,7 @@ class _SplitWriter:
         if self.current is not None and self.current.size > 0 and self.current.size + size > self.shard_bytes:
             self._close_shard()
         if self.current is None:
-            self.current = _AtomicFile(self.out / shard_file_name(self.split, len(self.shards)))
+            self.current = AtomicFile(self.out / shard_file_name(self.split, len(self.shards)))
         self.documents += 1
         return len(self.shards), self.current.size
 
@@ -218,7 +192,7 @@ def _write(scan: Scan, out: Path, source_names: tuple[str, ...], args: dict, pro
 
     buffer = io.BytesIO()
     np.save(buffer, index, allow_pickle=False)
-    index_file = _AtomicFile(out / INDEX_NAME)
+    index_file = AtomicFile(out / INDEX_NAME)
     index_file.write(buffer.getvalue())
     index_file.commit()
     manifest = Manifest(
@@ -232,17 +206,8 @@ def _write(scan: Scan, out: Path, source_names: tuple[str, ...], args: dict, pro
         created_by=f"blt {__version__}",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    manifest_file = _AtomicFile(out / MANIFEST_NAME)
+    manifest_file = AtomicFile(out / MANIFEST_NAME)
     manifest_file.write(manifest.to_json().encode("utf-8"))
     manifest_file.commit()
-    _fsync_directory(out)
+    fsync_dir(out)
     return manifest
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make the renames in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
