@@ -1,0 +1,32 @@
+"""`blt bench [CASE] [--suite quick|full]`: speeds next to baselines measured in the same run (see `blt.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from blt.bench import CASES, SUITES, run_benchmarks, suite_named
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", nargs="?", choices=sorted(CASES), metavar="CASE",
+                   help="benchmark to run (default: all). model: BLT forward+backward bytes/s in fp32 and bf16, "
+                        "as a fraction of the fp32 and bf16 matmul peak measured in the same run")
+    p.add_argument("--suite", default="quick", choices=sorted(SUITES),
+                   help="quick (about a minute on 2 cores) or full (larger batches, more iterations; default: %(default)s)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the results (with a description of the machine) as JSON here")
+    p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's current setting)")
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = suite_named(args.suite)
+    cases = [args.case] if args.case else None
+    result = run_benchmarks(suite, cases=cases, threads=args.threads, log=lambda line: print(line, flush=True))
+    machine = result["machine"]
+    print(f"{machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}: "
+          f"suite {suite.name} took {result['seconds']:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
