@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "generate bytes from a trained run"),
     "eval": ("eval", "validation bits-per-byte of a trained run"),
     "flops": ("flops", "FLOPs per byte and parameter counts of a config"),
-    "convert": ("convert", "convert to and from transformers BltForCausalLM checkpoints"),
+    "convert": ("convert", "convert transformers BltForCausalLM and reference bytelatent checkpoints to runs, and runs to transformers"),
     "bench": ("bench", "benchmarks, each as a ratio against a baseline measured in the same run"),
 }
 

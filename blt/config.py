@@ -370,6 +370,8 @@ ENTROPY_PRESETS = {
     "tiny": lambda: EntropyModelConfig(dim=128, n_layers=2, n_heads=4, window=256, max_seq_len=512),
     "small": lambda: EntropyModelConfig(dim=256, n_layers=4, n_heads=4, window=512, max_seq_len=1024),
     # The paper's ~100M entropy model and the released patcher.
-    "100m": lambda: EntropyModelConfig(dim=512, n_layers=14, n_heads=8, window=512, max_seq_len=8192),
-    "released": lambda: EntropyModelConfig(dim=768, n_layers=14, n_heads=12, window=512, ffn_dim=2048, max_seq_len=8192),
+    # The reference loads its entropy models with RoPE θ = 10000 (its default), not the global model's 500000.
+    "100m": lambda: EntropyModelConfig(dim=512, n_layers=14, n_heads=8, window=512, rope_theta=10000.0, max_seq_len=8192),
+    "released": lambda: EntropyModelConfig(dim=768, n_layers=14, n_heads=12, window=512, ffn_dim=2048, rope_theta=10000.0,
+                                           max_seq_len=8192),
 }

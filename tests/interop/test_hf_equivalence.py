@@ -7,11 +7,27 @@ import torch
 from transformers import BltConfig as HFBltConfig
 from transformers import BltForCausalLM
 
-from blt.config import BLTConfig, GlobalConfig, HashEmbeddingConfig, LocalDecoderConfig, LocalEncoderConfig
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+)
 from blt.errors import CheckpointError
-from blt.interop.hf import blt_config_from_hf, from_hf_state_dict, hf_config_dict, to_hf_state_dict
+from blt.interop.convert import expected_shapes
+from blt.interop.hf import (
+    blt_config_from_hf,
+    from_hf_state_dict,
+    hf_config_dict,
+    hf_entropy_name,
+    hf_model_config,
+    hf_name,
+    to_hf_state_dict,
+)
 from blt.model import ByteLatentTransformer
-
+from blt.patching import EntropyModel
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 
@@ -95,3 +111,15 @@ def test_mismatched_checkpoint_is_refused():
     state.pop("lm_head.weight")
     with pytest.raises(CheckpointError, match="missing"):
         from_hf_state_dict(state, ByteLatentTransformer(cfg).state_dict())
+
+
+def test_released_1b_layout_matches_transformers():
+    """Every tensor of the 1B preset and the released patcher has its transformers name and shape
+    (both models built on the meta device, so nothing is allocated)."""
+    cfg, entropy_cfg = BLTConfig.preset("1b"), EntropyModelConfig.preset("released")
+    with torch.device("meta"):
+        hf = BltForCausalLM(HFBltConfig(**hf_model_config(cfg, entropy_cfg)))
+    theirs = {name: tuple(t.shape) for name, t in hf.state_dict().items()}
+    ours = {hf_name(n): shape for n, shape in expected_shapes(ByteLatentTransformer, cfg).items()}
+    ours |= {hf_entropy_name(n): shape for n, shape in expected_shapes(EntropyModel, entropy_cfg).items()}
+    assert ours == theirs
