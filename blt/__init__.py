@@ -13,6 +13,7 @@ from blt.errors import BLTError, CheckpointError, ConfigError, DataError
 from blt.model import ByteLatentTransformer, next_byte_loss
 from blt import patching
 from blt.patching import EntropyModel
+from blt.generate import generate
 from blt.run import load
 from blt.tokenizer import BOE_ID, BOS_ID, EOS_ID, VOCAB_SIZE, decode, encode
 
@@ -21,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BLTConfig", "EntropyModelConfig", "GlobalConfig", "HashEmbeddingConfig", "LocalDecoderConfig",
     "LocalEncoderConfig", "PatchingConfig", "BLTError", "CheckpointError", "ConfigError", "DataError",
-    "ByteLatentTransformer", "next_byte_loss", "load", "patching", "EntropyModel", "BOE_ID", "BOS_ID", "EOS_ID", "VOCAB_SIZE", "decode", "encode", "__version__",
+    "ByteLatentTransformer", "next_byte_loss", "load", "generate", "patching", "EntropyModel", "BOE_ID", "BOS_ID", "EOS_ID", "VOCAB_SIZE", "decode", "encode", "__version__",
 ]

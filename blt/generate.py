@@ -8,19 +8,42 @@ position t+1 and, the model being causal, cannot change the logits at t, but it 
 whether the last patch is complete. (Dropping it would make every patch-final byte read the previous
 patch, unlike training, exactly where the next byte is hardest to predict.)
 
-This module has the reference path, a full forward per new byte (O(n²)). The incremental engine with
-KV caches at every level is the subject of its own issue and must produce the same bytes.
+Two paths produce the same bytes:
+
+- `next_byte_logits` / `stream_full_recompute`: the reference, a full forward per new byte (O(n²)).
+- `Engine`: prefills the prompt in one pass per stage, then per new byte runs one cached entropy-model
+  step (does byte t+1 open a patch?), one cached local-encoder step, and — only when byte t closes its
+  patch — the encoder cross-attention of that patch, one cached global step and its projection for the
+  decoder; then one cached local-decoder step. The boundary decision at t comes *before* byte t's
+  decoder step, because byte t reads its own patch when that patch ends at t (the placeholder
+  convention above). The engine owns every cache; the models' `forward` methods stay cache-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from blt.model.byte_latent import ByteLatentTransformer
+from blt.config import PatchingConfig
+from blt.errors import ConfigError
+from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
+from blt.model.layers import (
+    CrossAttention,
+    LayerCache,
+    TransformerBlock,
+    TransformerStack,
+    attend,
+    local_attention_mask,
+)
+from blt.patching.bookkeeping import patch_ids_from_lengths
+from blt.patching.entropy_model import entropy_from_logits
 from blt.patching.patcher import Patcher
-from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, encode
+from blt.patching.patchers import lengths_from_start_mask, spacelike, start_mask_for
+from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, VOCAB_SIZE, document_ids, encode
 
 PLACEHOLDER_ID = OFFSET  # any byte id works; it never influences the logits that are read
 
@@ -89,9 +112,563 @@ def stream_full_recompute(
             return
 
 
-def generate(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int | None = None, stop: list[bytes] | None = None) -> bytes:
-    """Generate up to ``max_bytes`` bytes after ``prompt`` with a loaded BLT run (`blt.load`)."""
-    stops = [s if isinstance(s, bytes) else s.encode() for s in (stop or [])]
-    halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
-    return bytes(stream_full_recompute(run.model, run.patcher, prompt, max_bytes, temperature, top_k, top_p, seed, halt))
+# --- the incremental engine ----------------------------------------------------------------------
+
+class PatchStartRule:
+    """`Patcher.start_mask`, one position at a time: does byte ``p`` start a patch, given bytes ``< p``?
+
+    Mirrors `blt.patching.patchers.start_mask_for` (entropy thresholds compared in float32, as there),
+    then `cap_start_mask` (which counts from the last *uncapped* start) and the document starts of
+    `Patcher` (after BOS and EOS). BPE patching looks ahead and has no incremental form.
+    """
+
+    def __init__(self, config: PatchingConfig):
+        if config.mode == "bpe":
+            raise ConfigError("the generation engine does not support patching mode 'bpe' (BPE merges look ahead); "
+                              "use full_recompute=True")
+        if config.uses_entropy_model and (config.threshold is None
+                                          or (config.mode == "combined" and config.relative_threshold is None)):
+            raise ConfigError(f"patching mode {config.mode!r} has no threshold yet: calibrate one first")
+        self.config = config
+        self.threshold = np.float32(config.threshold) if config.threshold is not None else None
+        self.relative_threshold = np.float32(config.relative_threshold) if config.relative_threshold is not None else None
+        self.spacelike = spacelike(torch.arange(VOCAB_SIZE)).tolist()
+        self.last_uncapped_start = 0
+
+    def _uncapped(self, p: int, ids: Sequence[int], entropies: Sequence[np.float32]) -> bool:
+        if p <= 1:
+            return True
+        mode = self.config.mode
+        if mode == "entropy":
+            return bool(entropies[-1] > self.threshold)
+        if mode == "monotonic":
+            return p >= 3 and bool(entropies[-1] - entropies[-2] > self.threshold)
+        if mode == "combined":
+            return (bool(entropies[-1] > self.threshold) and p >= 3
+                    and bool(entropies[-1] - entropies[-2] > self.relative_threshold))
+        if mode == "static":
+            return (p - 1) % self.config.patch_size == 0
+        if mode == "byte":
+            return True
+        if mode == "space":
+            return self.spacelike[ids[-1]] and not self.spacelike[ids[-2]]
+        raise ConfigError(f"unknown patching mode {mode!r}")
+
+    def starts(self, p: int, ids: Sequence[int], entropies: Sequence[np.float32]) -> bool:
+        """Whether byte ``p`` starts a patch. ``ids`` / ``entropies`` end at byte ``p - 1`` (at least the last two)."""
+        if self._uncapped(p, ids, entropies):
+            self.last_uncapped_start = p
+            return True
+        m = self.config.max_patch_length
+        if m is not None and (p - self.last_uncapped_start) % m == 0:
+            return True
+        return ids[-1] in (BOS_ID, EOS_ID)
+
+    def sync(self, ids: torch.Tensor, entropies: torch.Tensor | None) -> None:
+        """Set the state after a prefix whose every position (last one included) was decided by the patcher.
+        ids (1, T), entropies (1, T) or None."""
+        uncapped = start_mask_for(ids, self.config.replace(max_patch_length=None), entropies=entropies)
+        self.last_uncapped_start = int(uncapped[0].nonzero()[-1])
+
+
+@dataclass
+class GenerationState:
+    """One sequence being generated: its ids so far and every cache the engine keeps for it."""
+
+    ids: list[int]  # all ids so far, BOS first
+    logits: torch.Tensor  # (V,) next-byte logits after the last id
+    next_starts: bool  # whether the next byte opens a new patch
+    doc_start: int  # first position of the current document
+    doc_first_patch: int  # first patch of the current document
+    entropies: list[np.float32]  # entropies of the last two positions (entropy modes)
+    rule: PatchStartRule
+    entropy_caches: list[_KVBuffer]
+    encoder_caches: list[_KVBuffer]
+    global_caches: list[_KVBuffer]
+    decoder_caches: list[_KVBuffer]
+    open_patch: list[list[torch.Tensor]]  # per encoder level (embeddings, then each layer): (L, D_e) states of its bytes
+    decoder_keys: list[tuple[torch.Tensor, torch.Tensor]]  # per decoder cross-attention: keys/values of the last complete patch
+    num_patches: int  # complete patches (the global cache's length)
+    global_steps: int = 0  # global-model steps taken after the prefill
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# --- steps of one position: the math of the blocks' forward, with fewer ops --------------------------
+#
+# A step pushes one position through matrix-vector products: its cost is reading the weights plus a few
+# microseconds per op. These classes read each module's parameters once (references, not copies: they
+# follow in-place weight updates), use single-position shortcuts (heads by `view`, RoPE as one complex
+# multiply from a table) and write keys/values in place (`_KVBuffer`).
+
+def _norm(weight: torch.Tensor, eps: float, x: torch.Tensor) -> torch.Tensor:
+    """`RMSNorm.forward` (normalize in float32, scale in the input dtype)."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
+class _BlockStep:
+    """`TransformerBlock.forward` for one new position whose keys/values join a cache."""
+
+    def __init__(self, layer: TransformerBlock):
+        attn, ff = layer.attention, layer.feed_forward
+        self.attention_norm, self.ffn_norm = (layer.attention_norm.weight, layer.attention_norm.eps), (layer.ffn_norm.weight, layer.ffn_norm.eps)
+        self.wq, self.wk, self.wv, self.wo = attn.wq.weight, attn.wk.weight, attn.wv.weight, attn.wo.weight
+        self.w1, self.w2, self.w3 = ff.w1.weight, ff.w2.weight, ff.w3.weight
+        self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
+
+    def _rotated(self, h: torch.Tensor, weight: torch.Tensor, heads: int, rotation: torch.Tensor) -> torch.Tensor:
+        """Project h (1, D), split heads and apply RoPE to adjacent pairs. -> (1, H, 1, hd)."""
+        x = F.linear(h, weight)
+        fp32 = x.dtype == torch.float32
+        pairs = torch.view_as_complex((x if fp32 else x.float()).view(1, heads, 1, self.head_dim // 2, 2))  # (1, H, 1, hd/2)
+        rotated = torch.view_as_real(pairs * rotation).view(1, heads, 1, self.head_dim)
+        return rotated if fp32 else rotated.to(x.dtype)
+
+    def __call__(self, x: torch.Tensor, rotation: torch.Tensor, mask: torch.Tensor | None, cache: _KVBuffer) -> torch.Tensor:
+        """x (1, D), rotation complex (hd/2,) -> (1, D). (Matrix-vector products are fastest on 2-D inputs.)"""
+        h = _norm(*self.attention_norm, x)
+        q = self._rotated(h, self.wq, self.n_heads, rotation)
+        k = self._rotated(h, self.wk, self.n_kv_heads, rotation)
+        v = F.linear(h, self.wv).view(1, self.n_kv_heads, 1, self.head_dim)  # one position: (1, H*hd) -> (1, H, 1, hd)
+        k, v = cache.extend(k, v)
+        x = x + F.linear(attend(q, k, v, mask).view(1, -1), self.wo)
+        h = _norm(*self.ffn_norm, x)
+        return x + F.linear(F.silu(F.linear(h, self.w1)) * F.linear(h, self.w3), self.w2)
+
+
+class _KVBuffer:
+    """Keys and values of one attention layer's past positions for one-position steps, written in place into
+    storage allocated once (`LayerCache.extend` concatenates, copying the whole cache at every step).
+
+    With a sliding window it is a ring of ``window`` slots, position p in slot p % window (attention does not
+    depend on the order of its keys); without one, slot = position and the storage doubles when full.
+    """
+
+    def __init__(self, cache: LayerCache, length: int, window: int | None):
+        """Take over a prefill's cache, which holds the last ``len(cache)`` of ``length`` positions."""
+        _, heads, held, head_dim = cache.k.shape
+        keep = held if window is None else min(held, window - 1)
+        capacity = window if window is not None else max(64, 2 * length)
+        self.window, self.length = window, length
+        self.k = cache.k.new_empty(1, heads, capacity, head_dim)
+        self.v = cache.v.new_empty(1, heads, capacity, head_dim)
+        slots = torch.arange(length - keep, length, device=cache.k.device) % capacity
+        self.k[:, :, slots] = cache.k[:, :, held - keep :]
+        self.v[:, :, slots] = cache.v[:, :, held - keep :]
+
+    def mask(self, first_visible: int) -> torch.Tensor | None:
+        """Mask of the next position's query over the keys `extend` will return, hiding the positions before
+        ``first_visible`` (an earlier document); None when it sees them all. -> bool (1, 1, 1, keys)."""
+        t, capacity = self.length, self.k.shape[2]
+        n = min(t + 1, capacity) if self.window is not None else t + 1
+        if t + 1 - n >= first_visible:
+            return None
+        slots = torch.arange(n, device=self.k.device)
+        positions = t - (t - slots) % capacity if self.window is not None else slots
+        return (positions >= first_visible).view(1, 1, 1, n)
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the next position's k, v (1, H, 1, hd); returns the keys and values it may attend to."""
+        t, capacity = self.length, self.k.shape[2]
+        if self.window is None and t == capacity:
+            self.k, self.v = torch.cat((self.k, torch.empty_like(self.k)), 2), torch.cat((self.v, torch.empty_like(self.v)), 2)
+            capacity *= 2
+        slot = t % capacity
+        self.k[:, :, slot] = k[:, :, 0]
+        self.v[:, :, slot] = v[:, :, 0]
+        self.length = n = t + 1
+        return self.k[:, :, : min(n, capacity)], self.v[:, :, : min(n, capacity)]
+
+
+class _StackStep:
+    """A `TransformerStack` one position at a time, over `_KVBuffer` caches."""
+
+    def __init__(self, stack: TransformerStack, window: int | None):
+        self.rope = stack.rope
+        self.blocks = [_BlockStep(layer) for layer in stack.layers]
+        self.window = window
+        self.rotations = torch.empty(0, dtype=torch.complex64)
+
+    def buffers(self, caches: list[LayerCache], length: int) -> list[_KVBuffer]:
+        """Step caches from a prefill's caches after ``length`` positions."""
+        return [_KVBuffer(cache, length, self.window) for cache in caches]
+
+    @staticmethod
+    def mask(buffers: list[_KVBuffer], first_visible: int) -> torch.Tensor | None:
+        """See `_KVBuffer.mask` (every layer holds the same positions)."""
+        return buffers[0].mask(first_visible) if buffers else None
+
+    def rotation(self, position: int) -> torch.Tensor:
+        """RoPE angles of a position as unit complex numbers, from a table grown on demand. -> (hd/2,)."""
+        if position >= len(self.rotations):
+            cos, sin = self.rope(torch.arange(max(1024, 2 * position), device=self.rope.inv_freq.device))
+            self.rotations = torch.complex(cos, sin)  # (N, hd/2)
+        return self.rotations[position]
+
+    def __call__(self, x: torch.Tensor, position: int, mask: torch.Tensor | None,
+                 caches: list[_KVBuffer]) -> list[torch.Tensor]:
+        """x (1, D) at ``position`` through every block; returns every block's output."""
+        rotation = self.rotation(position)
+        outputs = []
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, rotation, mask, cache)
+            outputs.append(x)
+        return outputs
+
+
+class _CrossStep:
+    """`CrossAttention.forward` (``q + attn(q)``, the reference's residual) for one query, against keys and
+    values computed once per patch."""
+
+    def __init__(self, cross: CrossAttention):
+        self.query_norm, self.kv_norm = (cross.query_norm.weight, cross.query_norm.eps), (cross.kv_norm.weight, cross.kv_norm.eps)
+        self.wq, self.wk, self.wv, self.wo = cross.wq.weight, cross.wk.weight, cross.wv.weight, cross.wo.weight
+        self.head_dim = cross.head_dim
+
+    def keys(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """States (1, S, D) -> keys, values (1, H_kv, S, hd)."""
+        kv = _norm(*self.kv_norm, states)
+        return tuple(F.linear(kv, w).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (self.wk, self.wv))
+
+    def __call__(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """h (1, D) -> (1, D)."""
+        q = F.linear(_norm(*self.query_norm, h), self.wq).view(1, -1, 1, self.head_dim)  # (1, H*hd) -> (1, H, 1, hd)
+        return h + F.linear(attend(q, *keys, None).view(1, -1), self.wo)
+
+
+def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
+               caches: list[LayerCache]) -> list[torch.Tensor]:
+    """Run x (1, L, D) at positions 0..L-1 through every block (their own forward), filling each block's
+    cache. Returns every block's output."""
+    rope = stack.rope(torch.arange(x.shape[1], device=x.device))
+    outputs = []
+    for layer, cache in zip(stack.layers, caches):
+        x = layer(x, rope, mask, cache)
+        outputs.append(x)
+    return outputs
+
+
+_U64 = 1 << 64
+
+
+class Engine:
+    """Incremental BLT generation with KV caches at every level; the same bytes as `stream_full_recompute`.
+
+    >>> engine = Engine(run.model, run.patcher)                      # doctest: +SKIP
+    >>> for row, byte in engine.stream([b"def ", b"class "], max_bytes=40): ...  # doctest: +SKIP
+
+    Rows of a batch are independent states: each row's prompt is prefilled in one pass per stage and
+    then stepped one byte at a time, round-robin over the rows (their patch boundaries, and so their
+    global steps, differ). Row i samples with its own generator seeded ``seed + i``, so a row generates
+    exactly what it would alone with that seed.
+
+    Prefill runs the blocks' own ``forward``; a step runs `_BlockStep`, the same math for one position.
+    """
+
+    def __init__(self, model: ByteLatentTransformer, patcher: Patcher):
+        PatchStartRule(patcher.config)  # fails early for modes without an incremental form
+        self.model = model
+        self.patcher = patcher
+        self.entropy_model = patcher.entropy_model if patcher.config.uses_entropy_model else None
+        self.device = next(model.parameters()).device
+        self.k = model.cfg.cross_attn_k
+        hashes = model.hash_embedding
+        self.ngram_context = max(hashes.ngram_sizes) if hashes is not None else 1
+        # Hash powers p^j of each n-gram (oldest byte first) as unsigned 64-bit ints; see `ngram_hashes`.
+        self._hash_powers = [[pow(prime, j, _U64) for j in range(max(hashes.ngram_sizes))] for prime in hashes.primes] \
+            if hashes is not None else []
+        cfg = model.cfg
+        self._entropy_step = _StackStep(self.entropy_model.transformer, self.entropy_model.cfg.window) \
+            if self.entropy_model is not None else None
+        self._encoder_step = _StackStep(model.encoder.transformer, cfg.encoder.window)
+        self._global_step = _StackStep(model.global_model.transformer, None)
+        self._decoder_step = _StackStep(model.decoder.transformer, cfg.decoder.window)
+        self._decoder_cross = [_CrossStep(cross) for cross in model.decoder.cross_attn_layers]
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def _hash_rows(self, context: list[int]) -> list[int]:
+        """Rows of the fused hash table for the n-grams ending at the last id of ``context`` (the ids of
+        its document, at most the longest n-gram): `HashNgramEmbedding.table_indices` of one position."""
+        hashes = self.model.hash_embedding
+        rows = []
+        for f, powers in enumerate(self._hash_powers):
+            for j, n in enumerate(hashes.ngram_sizes):
+                gram = [0] * (n - len(context)) + context[-n:]  # ids before the document count as 0
+                h = sum(g * p for g, p in zip(gram, powers)) % _U64
+                h = h - _U64 if h >= 1 << 63 else h  # int64 wraparound, then a non-negative mod
+                rows.append(h % hashes.rows + (f * len(hashes.ngram_sizes) + j) * hashes.rows)
+        return rows
+
+    def _embed_step(self, context: list[int]) -> torch.Tensor:
+        """`ByteLatentTransformer.embed` of the last id of ``context`` (ids of its document). -> (1, D_e)."""
+        model = self.model
+        x = model.byte_embedding.weight[context[-1]]
+        if model.hash_embedding is not None:
+            x = x + model.hash_embedding.table.weight[self._hash_rows(context)].sum(0)
+        return x.view(1, -1)
+
+    def _encoder_patches(self, levels: list[torch.Tensor], patch_ids: torch.Tensor, num_patches: int,
+                         cross_mask: torch.Tensor | None) -> torch.Tensor:
+        """`LocalEncoder`'s patch states from its per-level byte states (embeddings, then each layer's output),
+        each (1, L, D_e). patch_ids (1, L). -> (1, P, k*D_e)."""
+        encoder = self.model.encoder
+        B, _, D = levels[0].shape
+        all_layers = encoder.cfg.cross_attn_all_layers
+        n_layers = len(levels) - 1
+        queries = None
+        for i in range(n_layers):
+            if all_layers or i == n_layers - 1:
+                x = levels[i + 1]
+                if queries is None:  # max-pooled bytes of each patch, as in LocalEncoder.forward
+                    queries = encoder.patch_query_projection(patch_max_pool(x, patch_ids, num_patches)).view(B, -1, D)
+                queries = queries + encoder.cross_attn_layers[i if all_layers else 0](queries, x, cross_mask)
+        if queries is None:  # zero encoder layers
+            queries = encoder.patch_query_projection(patch_max_pool(levels[0], patch_ids, num_patches)).view(B, -1, D)
+        return queries.view(B, num_patches, self.k * D)  # (B, P*k, D) -> (B, P, k*D)
+
+    def _project_for_decoder(self, state: GenerationState, global_states: torch.Tensor) -> torch.Tensor:
+        """Global states (1, P, D_g) -> the decoder's cross-attention states (1, P*k, D_d); keeps the keys and
+        values of the last patch for the steps."""
+        decoder = self.model.decoder
+        patch_states = decoder.patch_projection(global_states).view(1, -1, decoder.cfg.dim)  # (1, P, k*D) -> (1, P*k, D)
+        last = patch_states[:, -self.k :]
+        state.decoder_keys = [cross.keys(last) for cross in self._decoder_cross]
+        return patch_states
+
+    def _close_patch(self, state: GenerationState) -> None:
+        """The open patch ends at the newest byte: encode it, take one global step, keep its projection."""
+        levels = [torch.cat(level)[None] for level in state.open_patch]  # each (L, D_e) -> (1, L, D_e)
+        patch_ids = torch.zeros(1, levels[0].shape[1], dtype=torch.long, device=self.device)
+        patch = self._encoder_patches(levels, patch_ids, 1, None)  # (1, 1, k*D_e)
+        g = self.model.global_model
+        h = (g.input_projection(patch) if g.input_projection is not None else patch)[0]  # (1, D_g)
+        mask = self._global_step.mask(state.global_caches, state.doc_first_patch)
+        if g.transformer.layers:
+            h = self._global_step(h, state.num_patches, mask, state.global_caches)[-1]
+        self._project_for_decoder(state, h[None])
+        state.num_patches += 1
+        state.global_steps += 1
+        state.open_patch = [[] for _ in state.open_patch]
+
+    # -- prefill and step ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, prompt: bytes | str | torch.Tensor) -> GenerationState:
+        """Run a prompt (bytes, text, or ids (T,) starting with BOS) through every stage in one pass each."""
+        ids = prompt.to(self.device).view(1, -1) if isinstance(prompt, torch.Tensor) else encode(prompt)[None].to(self.device)
+        if ids.shape[1] == 0 or int(ids[0, 0]) != BOS_ID:
+            raise ValueError("prompt ids must start with BOS (use blt.encode)")
+        if int(ids.min()) < 0 or int(ids.max()) >= VOCAB_SIZE:
+            raise ValueError(f"prompt ids must be in [0, {VOCAB_SIZE}); use blt.encode to turn bytes into ids")
+        T = ids.shape[1]
+        model = self.model
+        doc_ids = document_ids(ids)  # (1, T)
+        id_list = ids[0].tolist()
+        doc_start = max([i for i in range(1, T) if id_list[i - 1] == EOS_ID], default=0)
+
+        # Entropy model, in chunks as `EntropyModel.entropies` runs it; its caches carry on into the steps.
+        entropy_caches: list[LayerCache] = []
+        entropies = None
+        if self.entropy_model is not None:
+            em = self.entropy_model
+            entropy_caches = [LayerCache() for _ in em.transformer.layers]
+            chunk = em.cfg.chunk_len if em.cfg.window is not None else T
+            entropies = torch.empty(1, T, dtype=torch.float32, device=self.device)
+            for start in range(0, T, chunk):
+                end = min(T, start + chunk)
+                past = len(entropy_caches[0]) if entropy_caches else 0
+                logits = em.forward_chunk(ids[:, start:end], start, doc_ids[:, start:end], entropy_caches,
+                                          doc_ids[:, start - past : end])
+                entropies[:, start:end] = entropy_from_logits(logits)
+                if em.cfg.window is not None:
+                    for cache in entropy_caches:
+                        cache.keep_last(min(len(cache), em.cfg.window - 1))
+
+        # Patch starts of the prompt and of the byte after it, exactly as the reference patches prefix + placeholder.
+        extended = torch.cat([ids, ids.new_full((1, 1), PLACEHOLDER_ID)], dim=1)
+        ext_entropies = torch.cat([entropies, entropies.new_zeros(1, 1)], dim=1) if entropies is not None else None
+        starts = self.patcher.start_mask(extended, ext_entropies)  # (1, T + 1)
+        rule = PatchStartRule(self.patcher.config)
+        rule.sync(extended, ext_entropies)
+        next_starts = bool(starts[0, T])
+        patch_lengths = lengths_from_start_mask(starts[:, :T])
+        patch_ids = patch_ids_from_lengths(patch_lengths, T)  # (1, T)
+        P = patch_lengths.shape[1]
+        first_open = T if next_starts else int(starts[0, :T].nonzero()[-1])  # first byte of the open patch
+        complete = P if next_starts else P - 1  # BOS alone is always complete
+
+        # Local encoder over every byte.
+        enc = model.encoder
+        x = model.embed(ids)  # (1, T, D_e)
+        encoder_mask = local_attention_mask(doc_ids, enc.cfg.window)
+        encoder_caches = [LayerCache() for _ in enc.transformer.layers]
+        levels = [x] + _run_stack(enc.transformer, x, encoder_mask, encoder_caches)
+
+        # Encoder cross-attention and the global model over the complete patches only.
+        slots = torch.arange(complete, device=self.device)
+        own_bytes = (slots[:, None] == patch_ids[:, None, :first_open]).repeat_interleave(self.k, dim=1)  # (1, P*k, T_c)
+        patches = self._encoder_patches([lv[:, :first_open] for lv in levels], patch_ids[:, :first_open], complete,
+                                        own_bytes[:, None])
+        g = model.global_model
+        h = g.input_projection(patches) if g.input_projection is not None else patches  # (1, P_c, D_g)
+        patch_doc = doc_ids[0, patch_lengths[0, :complete].cumsum(0) - patch_lengths[0, :complete]]  # (P_c,)
+        global_mask = ((slots[None, :] <= slots[:, None]) & (patch_doc[:, None] == patch_doc[None, :]))[None, None]
+        global_caches = [LayerCache() for _ in g.transformer.layers]
+        if g.transformer.layers:
+            h = _run_stack(g.transformer, h, global_mask, global_caches)[-1]
+
+        state = GenerationState(
+            ids=id_list, logits=torch.empty(0), next_starts=next_starts, doc_start=doc_start,
+            doc_first_patch=int(patch_ids[0, doc_start]),
+            entropies=[np.float32(e) for e in entropies[0, -2:].tolist()] if entropies is not None else [],
+            rule=rule,
+            entropy_caches=self._entropy_step.buffers(entropy_caches, T) if self._entropy_step is not None else [],
+            encoder_caches=self._encoder_step.buffers(encoder_caches, T),
+            global_caches=self._global_step.buffers(global_caches, complete),
+            decoder_caches=[],
+            open_patch=[[lv[0, first_open:]] if first_open < T else [] for lv in levels],
+            decoder_keys=[], num_patches=complete,
+        )
+        patch_states = self._project_for_decoder(state, h)  # (1, P_c*k, D_d)
+
+        # Local decoder: byte b reads the last patch complete at b — its own patch if b ends it.
+        decoder = model.decoder
+        reads = patch_ids - 1 + starts[:, 1:].long()  # (1, T); starts[b + 1]: byte b is the last of its patch
+        cross_mask = (reads[:, :, None] == slots[None, None, :]).repeat_interleave(self.k, dim=2)[:, None]
+        rope = decoder.transformer.rope(torch.arange(T, device=self.device))
+        self_mask = local_attention_mask(doc_ids, decoder.cfg.window)
+        decoder_caches = [LayerCache() for _ in decoder.transformer.layers]
+        h = levels[-1]
+        for i, (layer, cache) in enumerate(zip(decoder.transformer.layers, decoder_caches)):
+            if decoder.cfg.cross_attn_all_layers or i == 0:
+                h = h + decoder.cross_attn_layers[i](h, patch_states, cross_mask)
+            h = layer(h, rope, self_mask, cache)
+        state.decoder_caches = self._decoder_step.buffers(decoder_caches, T)
+        state.logits = decoder.output(decoder.norm(h[0, -1]))
+        return state
+
+    @torch.inference_mode()
+    def step(self, state: GenerationState, next_id: int) -> torch.Tensor:
+        """Append one id to a sequence; returns (and stores in ``state.logits``) the logits for the id after it."""
+        if not 0 <= int(next_id) < VOCAB_SIZE:
+            raise ValueError(f"next_id must be in [0, {VOCAB_SIZE}), got {next_id}")
+        model = self.model
+        t = len(state.ids)
+        if state.ids[-1] == EOS_ID:
+            state.doc_start = t
+        if state.next_starts and t == state.doc_start:
+            state.doc_first_patch = state.num_patches
+        state.ids.append(int(next_id))
+
+        # Does byte t + 1 open a patch? Needs the entropy at t, so this comes first.
+        if self.entropy_model is not None:
+            em = self.entropy_model
+            x = em.embedding.weight[int(next_id)].view(1, -1)
+            mask = self._entropy_step.mask(state.entropy_caches, state.doc_start)
+            h = self._entropy_step(x, t, mask, state.entropy_caches)[-1]
+            entropy = entropy_from_logits(em.output(_norm(em.norm.weight, em.norm.eps, h[0])))
+            state.entropies = [*state.entropies[-1:], np.float32(entropy.item())]
+        state.next_starts = state.rule.starts(t + 1, state.ids[-2:], state.entropies)
+
+        # Local encoder step; the byte joins the open patch, which closes here if byte t + 1 opens the next.
+        x = self._embed_step(state.ids[max(state.doc_start, t + 1 - self.ngram_context):])
+        mask = self._encoder_step.mask(state.encoder_caches, state.doc_start)
+        levels = [x] + self._encoder_step(x, t, mask, state.encoder_caches)
+        for level, states in zip(state.open_patch, levels):
+            level.append(states)
+        if state.next_starts:
+            self._close_patch(state)
+
+        # Local decoder step, reading the last complete patch (byte t's own, if it was just closed).
+        decoder, step = model.decoder, self._decoder_step
+        mask = step.mask(state.decoder_caches, state.doc_start)
+        rotation = step.rotation(t)
+        h = levels[-1]
+        for i, (block, cache) in enumerate(zip(step.blocks, state.decoder_caches)):
+            if decoder.cfg.cross_attn_all_layers or i == 0:
+                h = h + self._decoder_cross[i](h, state.decoder_keys[i])
+            h = block(h, rotation, mask, cache)
+        state.logits = decoder.output(_norm(decoder.norm.weight, decoder.norm.eps, h[0]))
+        return state.logits
+
+    # -- generation loops ------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompts: Sequence[bytes | str],
+        max_bytes: int = 100,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[bytes | str] = (),
+    ) -> Iterator[tuple[int, int]]:
+        """Yield ``(row, byte)`` as bytes are generated, round-robin over the prompts. A row ends at EOS (or any
+        special id), after ``max_bytes`` bytes, or once its output ends with one of the ``stop`` strings."""
+        stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
+        if max_bytes <= 0:
+            return
+        states = [self.prefill(p) for p in prompts]
+        generators = [torch.Generator(device=self.device).manual_seed(seed + i) if seed is not None else None
+                      for i in range(len(states))]
+        outputs = [bytearray() for _ in states]
+        active = list(range(len(states)))
+        while active:
+            still = []
+            for row in active:
+                state, out = states[row], outputs[row]
+                token = int(sample_next(state.logits[None], temperature, top_k, top_p, generators[row]))
+                if token == EOS_ID or token < OFFSET:
+                    continue
+                out.append(token - OFFSET)
+                yield row, token - OFFSET
+                if len(out) >= max_bytes or any(out.endswith(s) for s in stops):
+                    continue
+                self.step(state, token)
+                still.append(row)
+            active = still
+
+    def generate(self, prompts: Sequence[bytes | str], max_bytes: int = 100, **sampling) -> list[bytes]:
+        """Generated bytes for each prompt (see `stream` for the options)."""
+        outputs = [bytearray() for _ in prompts]
+        for row, byte in self.stream(prompts, max_bytes, **sampling):
+            outputs[row].append(byte)
+        return [bytes(out) for out in outputs]
+
+
+def stream(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 0.0, top_k: int | None = None,
+           top_p: float | None = None, seed: int | None = None, stop: Sequence[bytes | str] = (),
+           full_recompute: bool = False) -> Iterator[int]:
+    """Yield bytes generated after ``prompt`` by a loaded run (`blt.load`) as they come.
+
+    Uses the `Engine`; ``full_recompute=True`` uses the reference path (a full forward per byte) instead.
+    """
+    if full_recompute:
+        stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
+        halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
+        yield from stream_full_recompute(run.model, run.patcher, prompt, max_bytes, temperature, top_k, top_p, seed, halt)
+        return
+    for _, byte in Engine(run.model, run.patcher).stream([prompt], max_bytes, temperature, top_k, top_p, seed, stop):
+        yield byte
+
+
+def generate(run, prompt: bytes | str | Sequence[bytes | str], max_bytes: int = 100, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+             stop: Sequence[bytes | str] | None = None, full_recompute: bool = False) -> bytes | list[bytes]:
+    """Generate up to ``max_bytes`` bytes after ``prompt`` (or after each of a list of prompts) with a loaded run.
+
+    Greedy at temperature 0. With a list, row i samples with seed ``seed + i`` and equals that prompt
+    generated alone with that seed. ``full_recompute=True`` runs the reference path (a full forward per
+    byte) instead of the engine.
+    """
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stop": stop or ()}
+    if isinstance(prompt, (bytes, bytearray, str)):
+        return bytes(stream(run, prompt, max_bytes, seed=seed, full_recompute=full_recompute, **sampling))
+    if full_recompute:
+        return [bytes(stream(run, p, max_bytes, seed=None if seed is None else seed + i, full_recompute=True, **sampling))
+                for i, p in enumerate(prompt)]
+    return Engine(run.model, run.patcher).generate(list(prompt), max_bytes, seed=seed, **sampling)

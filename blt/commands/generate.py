@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from blt.errors import BLTError
-from blt.generate import stream_full_recompute
+from blt.generate import stream
 from blt.run import load
 
 
@@ -24,19 +24,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed for sampling")
     p.add_argument("--stop", action="append", default=[], help="stop after this string (repeatable)")
     p.add_argument("--out", type=Path, help="write the generated raw bytes to this file")
+    p.add_argument("--full-recompute", action="store_true",
+                   help="use the reference path (a full forward per byte) instead of the cached engine")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_bytes < 0:
         raise BLTError("--max-bytes must be >= 0")
+    if args.temperature < 0:
+        raise BLTError("--temperature must be >= 0 (0 = greedy)")
+    if args.top_k is not None and args.top_k < 1:
+        raise BLTError("--top-k must be >= 1")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise BLTError("--top-p must be in (0, 1]")
     run_ = load(args.run, expect="blt")
     prompt = args.prompt.encode() if args.prompt is not None else args.prompt_file.read_bytes()
-    stops = [s.encode() for s in args.stop]
-    halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = bytearray()
-    for byte in stream_full_recompute(run_.model, run_.patcher, prompt, args.max_bytes, args.temperature,
-                                      args.top_k, args.top_p, args.seed, halt):
+    for byte in stream(run_, prompt, args.max_bytes, args.temperature, args.top_k, args.top_p, args.seed,
+                       [s.encode() for s in args.stop], full_recompute=args.full_recompute):
         out.append(byte)
         if args.out is None:
             sys.stdout.write(decoder.decode(bytes([byte])))

@@ -108,7 +108,8 @@ class LayerCache:
     def keep_last(self, n: int) -> None:
         """Forget all but the last n positions (sliding windows need only window - 1)."""
         if self.k is not None:
-            self.k, self.v = self.k[:, :, self.k.shape[2] - n :], self.v[:, :, self.v.shape[2] - n :]
+            start = max(0, self.k.shape[2] - n)
+            self.k, self.v = self.k[:, :, start:], self.v[:, :, start:]
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
