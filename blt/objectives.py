@@ -24,15 +24,22 @@ class EntropyModelObjective:
 
 
 class BLTObjective:
-    """Next-byte cross-entropy of BLT; patches come from the patcher (the entropy model runs in the loop)."""
+    """Next-byte cross-entropy of BLT; patches come from the patcher, which places them by the entropies
+    given with the batch (precomputed, `blt.data.entropies`) or else runs its entropy model on the ids."""
 
     def __init__(self, model: ByteLatentTransformer, patcher: Patcher):
         self.model = model
         self.patcher = patcher
 
-    def loss_sum(self, model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_sum(self, model: nn.Module, ids: torch.Tensor,
+                 entropies: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Summed loss of ids (B, T), and the number of patches after each row's BOS patch.
+
+        ``entropies`` (B, T): the entropy-model entropies of ``ids``, as the data iterators yield them when
+        the data has precomputed entropies; None computes them here (entropy patching modes only).
+        """
         with torch.autocast(ids.device.type, enabled=False):  # boundaries are decided in fp32
-            patch_lengths = self.patcher(ids)
+            patch_lengths = self.patcher(ids, entropies.float() if entropies is not None else None)
         logits = model(ids, patch_lengths)
         # Patches after each row's BOS patch: bytes per global step, as calibration measures it.
         patches = float((patch_lengths[:, 1:] > 0).sum())

@@ -9,14 +9,16 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
-from blt.data import ByteBatchIterator, PreparedData
-from blt.errors import BLTError
+from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData
+from blt.errors import BLTError, DataError
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective, EntropyModelObjective
-from blt.patching.calibration import mean_patch_size
+from blt.patching.calibration import calibrate_threshold_from_entropies, mean_patch_size
 from blt.patching.entropy_model import EntropyModel
-from blt.patching.patcher import Patcher, calibrate_patching
+from blt.patching.patcher import Patcher
 from blt.run import ENTROPY_SUBDIR, copy_entropy_model, load, read_run_config, write_run_config
 from blt.train import Trainer, TrainConfig, TrainResult, default_train_config, init_distributed
 
@@ -87,21 +89,55 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     return trainer.fit(resume=opts.resume)
 
 
+def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=print) -> PrecomputedEntropies | None:
+    """The entropies of ``entropy_model`` precomputed in ``data`` (`blt patch --data`), or None when there
+    are none or they can't be used (unfinished, stale, corrupt): patches are then placed by running the
+    entropy model during training. Logs which."""
+    try:
+        stored = PrecomputedEntropies.find(data, entropy_model)
+    except DataError as err:
+        log(f"entropies: computed during training, since {err}")
+        return None
+    if stored is None:
+        log(f"entropies: computed during training (none precomputed for this entropy model in {data.path}; "
+            f"`blt patch --data {data.path} --entropy-model RUN` precomputes them)")
+    else:
+        log(f"entropies: precomputed in {stored.path}")
+    return stored
+
+
+def calibrate_on(patching: PatchingConfig, sample_entropies: torch.Tensor) -> PatchingConfig:
+    """Fill in ``patching.threshold`` from its target patch size, calibrated on the entropies (B, T) of a
+    sample of training rows (entropy modes with a target; anything else passes through)."""
+    if not patching.uses_entropy_model or patching.target_patch_size is None:
+        return patching
+    threshold = calibrate_threshold_from_entropies(
+        sample_entropies, patching.target_patch_size, patching.mode,
+        relative_threshold=patching.relative_threshold, max_patch_length=patching.max_patch_length)
+    return patching.replace(threshold=threshold)
+
+
 def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
               log=print) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
 
     ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
     target_patch_size, ...); a target patch size is turned into a threshold by calibrating on the
-    training data with the entropy model of ``entropy_run``, which is copied into the run.
+    training data with the entropy model of ``entropy_run``, which is copied into the run. Entropies
+    precomputed for that entropy model beside the data (`blt patch --data`) are used for calibration
+    and training; without them the entropy model runs during training.
     """
     world = init_distributed()
+    main_log = log if world.is_main else (lambda message: None)
     data = PreparedData.open(opts.data)
+    stored = None
     if opts.resume:
         record = read_run_config(opts.out)
         cfg = BLTConfig.from_dict(record["model"])
         tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
         entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model").model if cfg.patching.uses_entropy_model else None
+        if entropy_model is not None:
+            stored = precomputed_entropies(data, entropy_model, main_log)
     else:
         cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
@@ -111,12 +147,14 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
             if entropy_run is None:
                 raise BLTError(f"patching mode {cfg.patching.mode} needs --entropy-model RUN (train one with `blt train-entropy`)")
             entropy_model = load(entropy_run, expect="entropy_model").model
-            sample = next(iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=CALIBRATION_ROWS, seed=tcfg.seed)))
-            cfg = cfg.replace(patching=calibrate_patching(cfg.patching, entropy_model, sample))
-            size = mean_patch_size(Patcher(cfg.patching, entropy_model)(sample))
-            if world.is_main:
-                log(f"patching: {cfg.patching.mode}, threshold {cfg.patching.threshold:.4f} nats -> mean patch size "
-                    f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences")
+            stored = precomputed_entropies(data, entropy_model, main_log)
+            batch = next(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=CALIBRATION_ROWS,
+                                           seed=tcfg.seed, entropies=stored))
+            sample, sample_entropies = batch if stored is not None else (batch, entropy_model.entropies(batch))
+            cfg = cfg.replace(patching=calibrate_on(cfg.patching, sample_entropies))
+            size = mean_patch_size(Patcher(cfg.patching, entropy_model)(sample, sample_entropies))
+            main_log(f"patching: {cfg.patching.mode}, threshold {cfg.patching.threshold:.4f} nats -> mean patch size "
+                     f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences")
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             write_run_config(opts.out, "blt", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
@@ -125,5 +163,5 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         world.barrier()
     model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
     objective = BLTObjective(model, Patcher(cfg.patching, entropy_model))
-    trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress)
+    trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
     return trainer.fit(resume=opts.resume)

@@ -34,7 +34,7 @@ from blt.checkpoint import (
     write_checkpoint,
 )
 from blt.config import ConfigError, _JsonConfig, _require
-from blt.data import ByteBatchIterator, PreparedData, validation_batches
+from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData, validation_batches
 from blt.errors import BLTError
 from blt.fileio import atomic_path, atomic_write_text
 from blt.model.byte_latent import byte_loss_mask
@@ -189,7 +189,10 @@ class Trainer:
         world: World | None = None,
         log: Callable[[str], None] | None = None,
         progress: bool = True,
+        entropies: PrecomputedEntropies | None = None,
     ):
+        """``entropies``: precomputed entropy-model entropies of ``data``; batches then carry them to the
+        objective as ``loss_sum(model, ids, entropies)`` (see `blt.data.entropies`)."""
         self.objective = objective
         self.data = data
         self.cfg = cfg
@@ -210,9 +213,10 @@ class Trainer:
         elif self.world.size > 1:
             self.wrapped = nn.parallel.DistributedDataParallel(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
+        self.entropies = entropies
         self.train_iter = ByteBatchIterator(
             data, "train", seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-            rank=self.world.rank, world_size=self.world.size,
+            rank=self.world.rank, world_size=self.world.size, entropies=entropies,
         )
         self.step = 0
         self.device = next(self.model.parameters()).device
@@ -271,6 +275,11 @@ class Trainer:
         return True
 
     # -- one step --
+    def _micro_batches(self, batch: torch.Tensor | tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]]:
+        """Split a batch (ids, or ids with per-byte entropies) into micro-batches on the device."""
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        return list(zip(*(part.to(self.device).split(self.micro_batch) for part in parts)))
+
     def _gradient_sync(self, sync: bool):
         """Skip gradient communication on all but the last micro-batch of an accumulation."""
         if sync or self.world.size == 1:
@@ -286,18 +295,17 @@ class Trainer:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
-        rows = next(self.train_iter).to(self.device)  # this rank's rows of the global batch
-        micro = rows.split(self.micro_batch)
+        micro = self._micro_batches(next(self.train_iter))  # this rank's rows of the global batch
         # Normalise by the global number of targets so accumulation and DDP equal one big batch.
-        local_targets = sum(count_targets(m) for m in micro)
+        local_targets = sum(count_targets(ids) for ids, *_ in micro)
         (global_targets,) = self.world.all_sum([float(local_targets)])
         scale = self.world.size / max(global_targets, 1.0)  # DDP averages gradients over ranks
         loss_sum, stats = 0.0, {}
-        for i, ids in enumerate(micro):
+        for i, (ids, *extra) in enumerate(micro):
             sync = i == len(micro) - 1 or self.world.size == 1
             with self._gradient_sync(sync):
                 with self._autocast():
-                    loss, micro_stats = self.objective.loss_sum(self.wrapped, ids)
+                    loss, micro_stats = self.objective.loss_sum(self.wrapped, ids, *extra)
                 (loss * scale).backward()
             loss_sum += loss.item()
             for k, v in micro_stats.items():
@@ -328,15 +336,14 @@ class Trainer:
         """Validation bits per byte over the first ``batches`` validation batches (deterministic)."""
         self.model.eval()
         it = validation_batches(self.data, self.cfg.seq_len, self.cfg.batch_size, world_size=self.world.size,
-                                rank=self.world.rank)
+                                rank=self.world.rank, entropies=self.entropies)
         loss_sum, targets = 0.0, 0.0
-        for i, rows in enumerate(it):
+        for i, batch in enumerate(it):
             if batches is not None and i >= batches:
                 break
-            rows = rows.to(self.device)
-            for ids in rows.split(self.micro_batch):
+            for ids, *extra in self._micro_batches(batch):
                 with self._autocast():
-                    loss, _ = self.objective.loss_sum(self.model, ids)
+                    loss, _ = self.objective.loss_sum(self.model, ids, *extra)
                 loss_sum += loss.item()
                 targets += count_targets(ids)
         self.model.train()

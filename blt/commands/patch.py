@@ -5,8 +5,11 @@ The threshold, when not given, comes from the BLT run's config (if RUN is a BLT 
 same mode), else is calibrated on the input to a target mean patch size (the run's, or 4.5) when the
 input has at least 2 KB, else is the released default θ_g = 1.335 nats. The header says which.
 
-`blt patch --data DIR` (precomputing per-byte entropies beside a prepared data directory's shards, for
-training) is not built yet; it says so and exits with code 2.
+`blt patch --data DIR --entropy-model RUN [--batch-size N]` instead precomputes the entropy model's
+per-byte entropies of every document of a prepared data directory and stores them beside its shards
+(``DIR/entropies/<key>/``, see `blt.data.entropies`), so that `blt train` with that entropy model reads
+them instead of running the entropy model in the loop. It shows progress in bytes/s, can be interrupted
+and rerun to finish, and reuses finished work.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 import torch
 
 from blt.config import BLTConfig, PatchingConfig
+from blt.data import PreparedData, precompute_entropies
+from blt.data.entropies import DEFAULT_BATCH_SIZE
 from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_write_bytes
 from blt.patching import EntropyModel, Patcher, calibrate_threshold_from_entropies, lengths_from_start_mask
@@ -44,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="file to patch ('-' reads standard input)")
     p.add_argument("--text", help="patch this text instead of a file")
     p.add_argument("--data", type=Path, metavar="DIR",
-                   help="precompute per-byte entropies beside a prepared data directory's shards (not built yet)")
+                   help="instead, precompute per-byte entropies beside a prepared data directory's shards, "
+                        "for training")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"with --data: documents per entropy-model call (default: {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--device", help="with --data: where the entropy model runs (default: cuda if available, "
+                   "else cpu)")
     p.add_argument("--entropy-model", required=True, type=Path, metavar="RUN",
                    help="entropy-model run (from `blt train-entropy`), or a BLT run that carries one")
     size = p.add_mutually_exclusive_group()
@@ -215,10 +225,44 @@ def use_color(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+def precompute(args: argparse.Namespace) -> int:
+    """``--data DIR``: store the entropy model's per-byte entropies of DIR's documents beside its shards."""
+    shown_only = {"FILE": args.file, "--text": args.text, "--threshold": args.threshold,
+                  "--target-patch-size": args.target_patch_size, "--relative-threshold": args.relative_threshold,
+                  "--mode": args.mode, "--max-patch-length": args.max_patch_length, "--patch-size": args.patch_size,
+                  "--png": args.png, "--html": args.html}
+    given = [flag for flag, value in shown_only.items() if value is not None]
+    if given:
+        raise BLTError(f"{given[0]} does not go with --data: --data only precomputes entropies for training "
+                       "(patching options belong to `blt train`)")
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise BLTError(f"--batch-size must be at least 1, got {batch_size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise BLTError(f"--device {args.device!r} is not a device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BLTError("--device cuda: this machine has no CUDA device (or this torch was built without CUDA)")
+    data = PreparedData.open(args.data)
+    entropy_model, _ = load_entropy_model(args.entropy_model)
+    report = precompute_entropies(data, entropy_model.to(device), source=args.entropy_model, batch_size=batch_size)
+    rate = report.computed_bytes / max(report.seconds, 1e-9)
+    print(f"entropies of {report.documents:,} documents ({report.bytes / 1e6:,.1f} MB) -> {report.path}")
+    if report.computed_bytes:
+        print(f"computed {report.computed_bytes / 1e6:,.1f} MB in {report.seconds:,.1f} s ({rate / 1e6:.3g} MB/s) "
+              f"on {device}; reused {report.reused_bytes / 1e6:,.1f} MB finished before")
+    else:
+        print("all finished before; nothing to compute")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.data is not None:
-        raise BLTError("--data: precomputing per-byte entropies for a prepared data directory isn't built yet; "
-                       "patch a FILE or --text instead")
+        return precompute(args)
+    if args.batch_size is not None or args.device is not None:
+        raise BLTError("--batch-size and --device are for --data DIR (precomputing entropies)")
     check_options(args)
     data, name = read_input(args)
     entropy_model, run_patching = load_entropy_model(args.entropy_model)

@@ -1,12 +1,23 @@
-"""Data: files -> byte shards (`prepare`), memory-mapped reading (`PreparedData`), batches (`ByteBatchIterator`).
+"""Data: files -> byte shards (`prepare`), memory-mapped reading (`PreparedData`), batches (`ByteBatchIterator`),
+per-byte entropies precomputed beside the shards (`precompute_entropies`, `PrecomputedEntropies`).
 
 >>> manifest = prepare(["corpus/"], "data_cache/mine")                  # doctest: +SKIP
 >>> data = PreparedData.open("data_cache/mine")                          # doctest: +SKIP
 >>> it = ByteBatchIterator(data, "train", seq_len=512, batch_size=8, seed=0)  # doctest: +SKIP
 >>> ids = next(it)            # LongTensor[8, 512], every row starts with BOS   # doctest: +SKIP
 >>> it.load_state(it.state().to_dict())                                  # doctest: +SKIP
+>>> precompute_entropies(data, entropy_model, source="runs/ent")         # doctest: +SKIP
+>>> stored = PrecomputedEntropies.find(data, entropy_model)              # doctest: +SKIP
+>>> ids, entropies = next(ByteBatchIterator(data, "train", 512, 8, entropies=stored))  # doctest: +SKIP
 """
 
+from blt.data.entropies import (
+    PrecomputedEntropies,
+    PrecomputeReport,
+    SplitEntropies,
+    entropy_model_key,
+    precompute_entropies,
+)
 from blt.data.iterator import ByteBatchIterator, IteratorState, epoch_order, validation_batches
 from blt.data.manifest import DocumentEntry, Manifest, ShardEntry, SplitStats
 from blt.data.writer import DEFAULT_SHARD_BYTES, DEFAULT_VAL_FRACTION, assign_split, prepare
@@ -18,4 +29,5 @@ __all__ = [
     "DocumentEntry", "Manifest", "ShardEntry", "SplitStats",
     "DEFAULT_SHARD_BYTES", "DEFAULT_VAL_FRACTION", "assign_split", "prepare",
     "PreparedData", "Split", "byte_summary", "default_corpus_documents",
+    "PrecomputedEntropies", "PrecomputeReport", "SplitEntropies", "entropy_model_key", "precompute_entropies",
 ]

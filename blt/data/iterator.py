@@ -18,6 +18,11 @@ stored order, padded with PAD_ID at the end.
 
 With ``world_size`` > 1, ``batch_size`` is the global batch and rank r gets rows r, r + world_size, ...
 of it. Every rank walks the whole stream, so the state is global and identical on all ranks.
+
+Given precomputed entropies (`blt.data.entropies`), both yield ``(ids, entropies)``: the same ids, and a
+float32 tensor of the same shape whose value at each position is the stored entropy of that id in its
+document's ``[BOS] bytes [EOS]`` (full-document context). A row that starts inside a document gets, for
+its extra BOS, the value stored just before the row's first byte (that byte's prediction); PAD gets 0.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blt.data.entropies import PrecomputedEntropies, SplitEntropies, content_fingerprint
 from blt.data.prepared import PreparedData, Split
 from blt.errors import DataError
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
@@ -86,10 +92,11 @@ class _Packer:
     """Cuts rows from the stream of a split's documents (see the module docstring).
 
     ``seed`` None: one pass in stored order. Otherwise endless: epoch e visits `epoch_order` (seed, e).
+    With ``entropies`` (of the same split) it also cuts the entropy row of each row of ids.
     """
 
-    def __init__(self, split: Split, seq_len: int, seed: int | None) -> None:
-        self.split, self.seq_len, self.seed = split, seq_len, seed
+    def __init__(self, split: Split, seq_len: int, seed: int | None, entropies: SplitEntropies | None = None) -> None:
+        self.split, self.seq_len, self.seed, self.entropies = split, seq_len, seed, entropies
         self.epoch = 0
         self.order = self._order(0)
         self.position = 0  # index into order
@@ -122,8 +129,9 @@ class _Packer:
             self.order = self._order(self.epoch)
             self.position = 0
 
-    def fill_row(self, out: np.ndarray | None) -> int:
-        """Write the next row into ``out`` (int64, ``seq_len``), or only skip past it if ``out`` is None.
+    def fill_row(self, out: np.ndarray | None, out_entropies: np.ndarray | None = None) -> int:
+        """Write the next row into ``out`` (int64, ``seq_len``), or only skip past it if ``out`` is None;
+        with precomputed entropies, its entropies into ``out_entropies`` (float32, ``seq_len``) too.
 
         Returns how many ids were filled: ``seq_len``, or fewer once the documents run out.
         """
@@ -134,12 +142,16 @@ class _Packer:
             else:
                 if out is not None:
                     out[0] = BOS_ID
+                if out_entropies is not None:  # the prediction of the row's first id, from full context
+                    out_entropies[0] = self._entropies()[self.offset - 1]
                 filled = 1
         while filled < self.seq_len and not self.exhausted:
             length = self._length()
             n = min(self.seq_len - filled, length + 2 - self.offset)
             if out is not None:
                 self._write(out[filled:filled + n], self.offset, length)
+            if out_entropies is not None:  # stored values are aligned with [BOS] bytes [EOS]: same offsets
+                out_entropies[filled:filled + n] = self._entropies()[self.offset:self.offset + n]
             filled += n
             self.offset += n
             if self.offset == length + 2:
@@ -148,6 +160,11 @@ class _Packer:
 
     def _length(self) -> int:
         return int(self.split.lengths[self.order[self.position]])
+
+    def _entropies(self) -> np.ndarray:
+        """The stored entropies of the current document's ``[BOS] bytes [EOS]``."""
+        assert self.entropies is not None
+        return self.entropies[int(self.order[self.position])]
 
     def _write(self, dst: np.ndarray, start: int, length: int) -> None:
         """Ids ``start : start + len(dst)`` of the current document's ``[BOS] bytes [EOS]`` into ``dst``."""
@@ -182,15 +199,36 @@ def _nonempty_split(data: PreparedData, split: str) -> Split:
     return documents
 
 
+def _split_entropies(data: PreparedData, split: str, entropies: PrecomputedEntropies | None) -> SplitEntropies | None:
+    """``entropies`` of ``split``, after checking that they were computed on ``data``."""
+    if entropies is None:
+        return None
+    if entropies.data_fingerprint != content_fingerprint(data):
+        raise DataError(f"the precomputed entropies {entropies.path} belong to other data than {data.path}; "
+                        "open them from the prepared directory they are in")
+    return entropies.split(split)
+
+
+def _new_batch(rows: int, seq_len: int, with_entropies: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ids (PAD) and, if ``with_entropies``, entropies (0) of a batch, to be filled row by row."""
+    ids = np.full((rows, seq_len), PAD_ID, dtype=np.int64)
+    return ids, np.zeros((rows, seq_len), dtype=np.float32) if with_entropies else None
+
+
+def _tensors(ids: np.ndarray, entropies: np.ndarray | None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(ids) if entropies is None else (torch.from_numpy(ids), torch.from_numpy(entropies))
+
+
 class ByteBatchIterator:
-    """Endless shuffled training batches ``LongTensor[batch_size // world_size, seq_len]`` of ids.
+    """Endless shuffled training batches ``LongTensor[batch_size // world_size, seq_len]`` of ids; with
+    ``entropies``, pairs ``(ids, FloatTensor[batch_size // world_size, seq_len])`` (module docstring).
 
     >>> it = ByteBatchIterator(PreparedData.open("data_cache/stdlib"), "train", 512, 8, seed=0)  # doctest: +SKIP
     >>> batch = next(it); saved = it.state().to_dict()                                           # doctest: +SKIP
     """
 
     def __init__(self, data: PreparedData, split: str, seq_len: int, batch_size: int, seed: int = 0, *,
-                 world_size: int = 1, rank: int = 0) -> None:
+                 world_size: int = 1, rank: int = 0, entropies: PrecomputedEntropies | None = None) -> None:
         _check_shape(seq_len, batch_size, world_size, rank)
         documents = _nonempty_split(data, split)
         stream = documents.total_bytes + 2 * len(documents)
@@ -201,22 +239,25 @@ class ByteBatchIterator:
         self.split, self.seq_len, self.batch_size, self.seed = split, seq_len, batch_size, seed
         self.world_size, self.rank = world_size, rank
         self._fingerprint = data.fingerprint
-        self._packer = _Packer(documents, seq_len, seed)
+        self._packer = _Packer(documents, seq_len, seed, _split_entropies(data, split, entropies))
 
     @property
     def epoch(self) -> int:
         """The epoch the next row starts in."""
         return self._packer.epoch
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         return self
 
-    def __next__(self) -> torch.Tensor:
-        batch = np.empty((self.batch_size // self.world_size, self.seq_len), dtype=np.int64)
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        ids, entropies = _new_batch(self.batch_size // self.world_size, self.seq_len, self._packer.entropies is not None)
         for row in range(self.batch_size):
-            mine = row % self.world_size == self.rank
-            self._packer.fill_row(batch[row // self.world_size] if mine else None)
-        return torch.from_numpy(batch)
+            if row % self.world_size == self.rank:
+                mine = row // self.world_size
+                self._packer.fill_row(ids[mine], entropies[mine] if entropies is not None else None)
+            else:
+                self._packer.fill_row(None)
+        return _tensors(ids, entropies)
 
     def state(self) -> IteratorState:
         """The position after the batches yielded so far."""
@@ -239,20 +280,24 @@ class ByteBatchIterator:
 
 
 def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, split: str = "val",
-                       world_size: int = 1, rank: int = 0) -> Iterator[torch.Tensor]:
-    """One deterministic pass over ``split`` in stored order, as ``LongTensor[batch_size // world_size, seq_len]``.
+                       world_size: int = 1, rank: int = 0, entropies: PrecomputedEntropies | None = None,
+                       ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    """One deterministic pass over ``split`` in stored order, as ``LongTensor[batch_size // world_size, seq_len]``
+    (with ``entropies``: ``(ids, entropies)`` pairs, as `ByteBatchIterator`).
 
     The last row is padded with PAD_ID and rows after it are ``[BOS, PAD, ...]``, so every rank gets the
     same number of full-shape batches; `blt.model.next_byte_loss` ignores PAD (and BOS) targets.
     """
     _check_shape(seq_len, batch_size, world_size, rank)
     documents = _nonempty_split(data, split)
-    packer = _Packer(documents, seq_len, seed=None)
+    packer = _Packer(documents, seq_len, None, _split_entropies(data, split, entropies))
     while not packer.exhausted:
-        batch = np.full((batch_size // world_size, seq_len), PAD_ID, dtype=np.int64)
+        ids, row_entropies = _new_batch(batch_size // world_size, seq_len, packer.entropies is not None)
         for row in range(batch_size):
-            mine = row % world_size == rank
-            out = batch[row // world_size] if mine else None
-            if packer.fill_row(out) == 0 and out is not None:
-                out[0] = BOS_ID
-        yield torch.from_numpy(batch)
+            if row % world_size == rank:
+                mine = row // world_size
+                if packer.fill_row(ids[mine], row_entropies[mine] if row_entropies is not None else None) == 0:
+                    ids[mine, 0] = BOS_ID
+            else:
+                packer.fill_row(None)
+        yield _tensors(ids, row_entropies)
