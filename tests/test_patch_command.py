@@ -164,7 +164,7 @@ def test_standard_input(capsys, entropy_run, monkeypatch):
     ("monotonic without threshold", "--mode monotonic needs --threshold"),
     ("combined without relative", "--mode combined needs --relative-threshold"),
     ("threshold with space mode", "are for the entropy modes, not --mode space"),
-    ("data", "precomputing per-byte entropies for a prepared data directory isn't built yet"),
+    ("data", "is not a prepared data directory"),
 ])
 def test_bad_input_is_one_clear_line(capsys, entropy_run, tmp_path, case, message):
     (tmp_path / "empty.txt").write_bytes(b"")

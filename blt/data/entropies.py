@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from blt.data.manifest import SPLITS
+from blt.data.manifest import ENTROPIES_DIR, SPLITS
 from blt.data.prepared import PreparedData, Split, file_sha256
 from blt.errors import DataError
 from blt.fileio import AtomicFile, atomic_write_text, fsync_dir
@@ -58,7 +58,6 @@ from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
 if TYPE_CHECKING:
     from blt.patching.entropy_model import EntropyModel
 
-ENTROPIES_DIR = "entropies"
 MANIFEST_NAME = "manifest.json"
 FORMAT = "blt-entropies"
 FORMAT_VERSION = 1

@@ -27,9 +27,11 @@ MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.npy"
 SPLITS = ("train", "val")  # index column 0 holds the position in this tuple
 
+ENTROPIES_DIR = "entropies"  # precomputed entropies live in this subfolder (blt.data.entropies)
+
 # Every file a prepare run writes, including its temporary names; `--force` removes only these.
 _OWN_NAMES = r"(manifest\.json|index\.npy|(train|val)-\d{5}\.bin)"
-OWN_FILE = re.compile(rf"^({_OWN_NAMES}|\.{_OWN_NAMES}\.\d+\.tmp)$")
+OWN_FILE = re.compile(rf"^({_OWN_NAMES}|\.{_OWN_NAMES}\.[0-9a-f]+\.tmp)$")  # tmp: see blt.fileio
 
 
 def shard_file_name(split: str, number: int) -> str:

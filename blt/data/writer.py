@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from blt.data.manifest import (
+    ENTROPIES_DIR,
     INDEX_NAME,
     MANIFEST_NAME,
     OWN_FILE,
@@ -104,7 +106,12 @@ def _claim_output_dir(out: Path, force: bool) -> None:
     entries = sorted(out.iterdir())
     if not entries:
         return
-    foreign = [e.name for e in entries if not (OWN_FILE.match(e.name) and e.is_file() and not e.is_symlink())]
+    def own(e: Path) -> bool:  # shards, index, manifest, temporaries, and precomputed entropies
+        if e.name == ENTROPIES_DIR:
+            return e.is_dir() and not e.is_symlink()
+        return bool(OWN_FILE.match(e.name)) and e.is_file() and not e.is_symlink()
+
+    foreign = [e.name for e in entries if not own(e)]
     if foreign:
         raise DataError(f"output directory {out} exists and holds files that are not prepared data "
                         f"(e.g. {foreign[0]!r}); choose another --out")
@@ -112,7 +119,10 @@ def _claim_output_dir(out: Path, force: bool) -> None:
         raise DataError(f"output directory {out} already holds prepared data; pass --force to replace it")
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # first, so the directory is never trusted half-replaced
     for entry in entries:
-        entry.unlink(missing_ok=True)
+        if entry.is_dir():
+            shutil.rmtree(entry)  # entropies of the replaced data are stale
+        else:
+            entry.unlink(missing_ok=True)
 
 
 class _SplitWriter:

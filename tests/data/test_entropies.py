@@ -321,3 +321,18 @@ def test_bad_input_is_one_clear_line(capsys, data, entropy_run, tmp_path, case, 
     assert code == 2 and out == ""
     assert err.startswith("blt patch: error: ") and err.count("\n") == 1 and message in err
     assert not (data.path / "entropies").exists()
+
+
+def test_prepare_force_replaces_data_with_precomputed_entropies(tmp_path):
+    """`prepare --force` owns the entropies/ folder of the data it replaces (they would be stale)."""
+    from blt.data import prepare
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"hello world " * 20)
+    prepare([str(corpus)], tmp_path / "out", progress=False)
+    (tmp_path / "out" / "entropies" / "0123456789abcdef").mkdir(parents=True)
+    (tmp_path / "out" / ".index.npy.0a1b2c.tmp").write_bytes(b"left by an interrupted run")
+    prepare([str(corpus)], tmp_path / "out", force=True, progress=False)
+    assert not (tmp_path / "out" / "entropies").exists()
+    assert not list((tmp_path / "out").glob(".*.tmp"))
