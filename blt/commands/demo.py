@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     png = plot_entropies(data_bytes, entropies[:-1], starts[1:], threshold, args.out / "patches.png",
                          title="Entropy of each byte and patch starts")
 
-    _say("greedy generation (full recompute per byte)")
+    _say("greedy generation (incremental engine: KV caches at every level)")
     for prompt in PROMPTS:
         text = generate(blt_run, prompt, max_bytes=80).decode("utf-8", errors="replace")
         print(f"{prompt!r} -> {text!r}")
