@@ -34,7 +34,6 @@ at byte 3; we apply the rule from byte 3 on in both modes (DESIGN §2). Converte
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from blt.config import (
@@ -48,6 +47,7 @@ from blt.config import (
 )
 from blt.errors import CheckpointError
 from blt.interop._errors import foreign_config
+from blt.interop.names import BLOCK_NAMES, NameTable
 from blt.tokenizer import VOCAB_SIZE
 
 _STAGES = {"encoder": "local_encoder", "global_model": "global_transformer", "decoder": "local_decoder"}
@@ -59,11 +59,6 @@ _CROSS = {
     "wv.weight": "wv.weight",
     "wo.weight": "wo.weight",
 }
-_BLOCK = (
-    "attention_norm.weight", "attention.wq.weight", "attention.wk.weight", "attention.wv.weight",
-    "attention.wo.weight", "ffn_norm.weight", "feed_forward.w1.weight", "feed_forward.w3.weight",
-    "feed_forward.w2.weight",
-)
 _SINGLE = {
     "byte_embedding.weight": "local_encoder.tok_embeddings.weight",
     "encoder.patch_query_projection.weight": "local_encoder.patch_embedding_projection.weight",
@@ -98,21 +93,19 @@ _REQUIRED: dict[str, tuple[Any, Any]] = {  # name: (required value, reference de
 }
 
 
+REFERENCE_NAMES = NameTable(
+    layout="bytelatent", single=_SINGLE, stages=_STAGES, block={n: n for n in BLOCK_NAMES}, cross=_CROSS,
+    entropy_single=_ENTROPY_SINGLE, entropy_layers="layers.",
+)
+
+
 def reference_name(name: str) -> str:
     """Our BLT parameter name -> the reference's (the fused hash table has several; see `hash_table_names`).
 
     >>> reference_name("decoder.cross_attn_layers.2.query_norm.weight")
     'local_decoder.cross_attn_layers.2.cross_attn_norm_q.weight'
     """
-    if name in _SINGLE:
-        return _SINGLE[name]
-    m = re.fullmatch(r"(encoder|global_model|decoder)\.transformer\.layers\.(\d+)\.(.+)", name)
-    if m and m.group(3) in _BLOCK:
-        return f"{_STAGES[m.group(1)]}.layers.{m.group(2)}.{m.group(3)}"
-    m = re.fullmatch(r"(encoder|decoder)\.cross_attn_layers\.(\d+)\.(.+)", name)
-    if m and m.group(3) in _CROSS:
-        return f"{_STAGES[m.group(1)]}.cross_attn_layers.{m.group(2)}.{_CROSS[m.group(3)]}"
-    raise CheckpointError(f"no bytelatent name for parameter {name!r}")
+    return REFERENCE_NAMES.blt(name)
 
 
 def hash_table_names(num_tables: int) -> tuple[str, ...]:
@@ -137,12 +130,7 @@ def reference_entropy_name(name: str) -> str:
     >>> reference_entropy_name("embedding.weight"), reference_entropy_name("transformer.layers.0.ffn_norm.weight")
     ('tok_embeddings.weight', 'layers.0.ffn_norm.weight')
     """
-    if name in _ENTROPY_SINGLE:
-        return _ENTROPY_SINGLE[name]
-    m = re.fullmatch(r"transformer\.layers\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _BLOCK:
-        return f"layers.{m.group(1)}.{m.group(2)}"
-    raise CheckpointError(f"no bytelatent name for entropy-model parameter {name!r}")
+    return REFERENCE_NAMES.entropy(name)
 
 
 def reference_ffn_dim(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:

@@ -29,7 +29,6 @@ Real differences between the two implementations (documented where they matter):
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -47,6 +46,7 @@ from blt.config import (
 )
 from blt.errors import CheckpointError
 from blt.interop._errors import foreign_config
+from blt.interop.names import NameTable
 from blt.tokenizer import VOCAB_SIZE
 
 PATCHER_PREFIX = "model.patcher."
@@ -89,17 +89,15 @@ _ENTROPY_SINGLE = {  # our entropy model -> the patcher's names under PATCHER_PR
 }
 
 
+HF_NAMES = NameTable(
+    layout="transformers", single=_SINGLE, stages=_STAGES, block=_BLOCK, cross=_CROSS,
+    entropy_single={k: PATCHER_PREFIX + v for k, v in _ENTROPY_SINGLE.items()}, entropy_layers=PATCHER_PREFIX + "layers.",
+)
+
+
 def hf_name(name: str) -> str:
     """Our parameter name -> the transformers name. Raises CheckpointError for a name with no counterpart."""
-    if name in _SINGLE:
-        return _SINGLE[name]
-    m = re.fullmatch(r"(encoder|global_model|decoder)\.transformer\.layers\.(\d+)\.(.+)", name)
-    if m and m.group(3) in _BLOCK:
-        return f"{_STAGES[m.group(1)]}.layers.{m.group(2)}.{_BLOCK[m.group(3)]}"
-    m = re.fullmatch(r"(encoder|decoder)\.cross_attn_layers\.(\d+)\.(.+)", name)
-    if m and m.group(3) in _CROSS:
-        return f"{_STAGES[m.group(1)]}.cross_attn_layers.{m.group(2)}.{_CROSS[m.group(3)]}"
-    raise CheckpointError(f"no transformers name for parameter {name!r}")
+    return HF_NAMES.blt(name)
 
 
 def hf_entropy_name(name: str) -> str:
@@ -108,12 +106,7 @@ def hf_entropy_name(name: str) -> str:
     >>> hf_entropy_name("transformer.layers.3.feed_forward.w1.weight")
     'model.patcher.layers.3.mlp.gate_proj.weight'
     """
-    if name in _ENTROPY_SINGLE:
-        return PATCHER_PREFIX + _ENTROPY_SINGLE[name]
-    m = re.fullmatch(r"transformer\.layers\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _BLOCK:
-        return f"{PATCHER_PREFIX}layers.{m.group(1)}.{_BLOCK[m.group(2)]}"
-    raise CheckpointError(f"no transformers name for entropy-model parameter {name!r}")
+    return HF_NAMES.entropy(name)
 
 
 def _stack_dict(c: TransformerConfig) -> dict[str, Any]:
