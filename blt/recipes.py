@@ -9,16 +9,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData
 from blt.errors import BLTError, DataError
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective, EntropyModelObjective
-from blt.patching.calibration import calibrate_threshold_from_entropies, mean_patch_size
+from blt.patching.calibration import mean_patch_size
 from blt.patching.entropy_model import EntropyModel
-from blt.patching.patcher import Patcher
+from blt.patching.patcher import Patcher, calibrate_patching
 from blt.run import ENTROPY_SUBDIR, copy_entropy_model, load, read_run_config, write_run_config
 from blt.train import Trainer, TrainConfig, TrainResult, default_train_config, init_distributed
 
@@ -106,17 +105,6 @@ def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=p
     return stored
 
 
-def calibrate_on(patching: PatchingConfig, sample_entropies: torch.Tensor) -> PatchingConfig:
-    """Fill in ``patching.threshold`` from its target patch size, calibrated on the entropies (B, T) of a
-    sample of training rows (entropy modes with a target; anything else passes through)."""
-    if not patching.uses_entropy_model or patching.target_patch_size is None:
-        return patching
-    threshold = calibrate_threshold_from_entropies(
-        sample_entropies, patching.target_patch_size, patching.mode,
-        relative_threshold=patching.relative_threshold, max_patch_length=patching.max_patch_length)
-    return patching.replace(threshold=threshold)
-
-
 def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
               log=print) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
@@ -151,7 +139,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
             batch = next(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=CALIBRATION_ROWS,
                                            seed=tcfg.seed, entropies=stored))
             sample, sample_entropies = batch if stored is not None else (batch, entropy_model.entropies(batch))
-            cfg = cfg.replace(patching=calibrate_on(cfg.patching, sample_entropies))
+            cfg = cfg.replace(patching=calibrate_patching(cfg.patching, entropy_model, sample, entropies=sample_entropies))
             size = mean_patch_size(Patcher(cfg.patching, entropy_model)(sample, sample_entropies))
             main_log(f"patching: {cfg.patching.mode}, threshold {cfg.patching.threshold:.4f} nats -> mean patch size "
                      f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences")

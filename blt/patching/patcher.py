@@ -81,16 +81,27 @@ def calibrate_threshold(
 
 
 def calibrate_patching(
-    config: PatchingConfig, entropy_model: EntropyModel | None, sample: torch.Tensor, target_patch_size: float | None = None
+    config: PatchingConfig,
+    entropy_model: EntropyModel | None,
+    sample: torch.Tensor,
+    target_patch_size: float | None = None,
+    entropies: torch.Tensor | None = None,
 ) -> PatchingConfig:
-    """Fill in ``config.threshold`` from its target patch size (entropy modes); other modes pass through."""
+    """Fill in ``config.threshold`` from its target patch size (entropy modes); other modes pass through.
+
+    ``entropies`` (B, T) of ``sample``, when already known (e.g. precomputed), spare running the entropy model.
+    """
     target = target_patch_size or config.target_patch_size
     if not config.uses_entropy_model or target is None:
         return config
-    if entropy_model is None:
-        raise ConfigError(f"calibrating patching mode {config.mode!r} needs an entropy model")
-    threshold = calibrate_threshold(entropy_model, sample, target, config.mode, config.max_patch_length,
-                                    config.relative_threshold)
+    if entropies is None:
+        if entropy_model is None:
+            raise ConfigError(f"calibrating patching mode {config.mode!r} needs an entropy model")
+        entropies = entropy_model.entropies(sample)
+    threshold = calibrate_threshold_from_entropies(
+        entropies, target, config.mode, relative_threshold=config.relative_threshold,
+        max_patch_length=config.max_patch_length,
+    )
     return config.replace(threshold=threshold, target_patch_size=target)
 
 
