@@ -21,6 +21,7 @@ Two paths produce the same bytes:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,6 @@ from blt.model.layers import (
     LayerCache,
     TransformerBlock,
     TransformerStack,
-    attend,
     local_attention_mask,
 )
 from blt.patching.bookkeeping import patch_ids_from_lengths
@@ -197,16 +197,38 @@ class GenerationState:
 
 # --- steps of one position: the math of the blocks' forward, with fewer ops --------------------------
 #
-# A step pushes one position through matrix-vector products: its cost is reading the weights plus a few
-# microseconds per op. These classes read each module's parameters once (references, not copies: they
-# follow in-place weight updates), use single-position shortcuts (heads by `view`, RoPE as one complex
-# multiply from a table) and write keys/values in place (`_KVBuffer`).
+# A step pushes one position (a vector (D,)) through matrix-vector products. At the sizes of local models
+# its cost is mostly the fixed cost of each torch op (a few microseconds), so these classes use as few
+# ops as the math allows: each RMSNorm weight (and the attention scale) is folded into the weights of the
+# linear layer after it, whose rows are fused (q|k|v, w1|w3); the norm's 1/rms becomes the ``alpha`` of
+# one `torch.addmv`, residual adds are its ``input``; RoPE is one complex multiply of q and k together;
+# keys/values are written in place into storage allocated once (`_KVBuffer`). The folded weights are
+# copies made when the `Engine` is built: an engine sees the weights as they were then.
 
-def _norm(weight: torch.Tensor, eps: float, x: torch.Tensor) -> torch.Tensor:
-    """`RMSNorm.forward` (normalize in float32, scale in the input dtype)."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+def _rms_scale(x: torch.Tensor, eps: float) -> float:
+    """1 / RMS(x) of a vector, as `RMSNorm` computes it (the weight is folded elsewhere)."""
+    norm = float(torch.linalg.vector_norm(x, dtype=torch.float32))
+    return 1.0 / math.sqrt(norm * norm / x.shape[-1] + eps)
+
+
+def _folded(norm_weight: torch.Tensor, *weights: torch.Tensor, scale: Sequence[float] | None = None) -> torch.Tensor:
+    """Rows of ``weights`` stacked, each multiplied column-wise by an RMSNorm weight (``W @ (g * x)`` =
+    ``(W * g) @ x``) and by its entry of ``scale``; computed in float32, returned in the weights' dtype."""
+    scale = scale or [1.0] * len(weights)
+    g = norm_weight.detach().float()
+    return torch.cat([w.detach().float() * g * s for w, s in zip(weights, scale)]).to(weights[0].dtype).contiguous()
+
+
+class _NormLinear:
+    """``linear(rms_norm(x, weight), W)`` for a vector x: one `torch.addmv` on folded weights."""
+
+    def __init__(self, norm: torch.nn.Module, *weights: torch.Tensor, scale: Sequence[float] | None = None):
+        self.weight, self.eps = _folded(norm.weight, *weights, scale=scale), norm.eps
+        self.zeros = self.weight.new_zeros(self.weight.shape[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmv(self.zeros, self.weight, x, beta=0, alpha=_rms_scale(x, self.eps))
 
 
 class _BlockStep:
@@ -214,29 +236,31 @@ class _BlockStep:
 
     def __init__(self, layer: TransformerBlock):
         attn, ff = layer.attention, layer.feed_forward
-        self.attention_norm, self.ffn_norm = (layer.attention_norm.weight, layer.attention_norm.eps), (layer.ffn_norm.weight, layer.ffn_norm.eps)
-        self.wq, self.wk, self.wv, self.wo = attn.wq.weight, attn.wk.weight, attn.wv.weight, attn.wo.weight
-        self.w1, self.w2, self.w3 = ff.w1.weight, ff.w2.weight, ff.w3.weight
         self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-
-    def _rotated(self, h: torch.Tensor, weight: torch.Tensor, heads: int, rotation: torch.Tensor) -> torch.Tensor:
-        """Project h (1, D), split heads and apply RoPE to adjacent pairs. -> (1, H, 1, hd)."""
-        x = F.linear(h, weight)
-        fp32 = x.dtype == torch.float32
-        pairs = torch.view_as_complex((x if fp32 else x.float()).view(1, heads, 1, self.head_dim // 2, 2))  # (1, H, 1, hd/2)
-        rotated = torch.view_as_real(pairs * rotation).view(1, heads, 1, self.head_dim)
-        return rotated if fp32 else rotated.to(x.dtype)
+        self.qkv = _NormLinear(layer.attention_norm, attn.wq.weight, attn.wk.weight, attn.wv.weight,
+                               scale=[self.head_dim**-0.5, 1.0, 1.0])  # SDPA's 1/sqrt(hd), folded into q
+        self.wo = attn.wo.weight.detach().contiguous()
+        self.gate_up = _NormLinear(layer.ffn_norm, ff.w1.weight, ff.w3.weight)
+        self.w2 = ff.w2.weight.detach().contiguous()
+        self.hidden = ff.w1.weight.shape[0]
 
     def __call__(self, x: torch.Tensor, rotation: torch.Tensor, mask: torch.Tensor | None, cache: _KVBuffer) -> torch.Tensor:
-        """x (1, D), rotation complex (hd/2,) -> (1, D). (Matrix-vector products are fastest on 2-D inputs.)"""
-        h = _norm(*self.attention_norm, x)
-        q = self._rotated(h, self.wq, self.n_heads, rotation)
-        k = self._rotated(h, self.wk, self.n_kv_heads, rotation)
-        v = F.linear(h, self.wv).view(1, self.n_kv_heads, 1, self.head_dim)  # one position: (1, H*hd) -> (1, H, 1, hd)
-        k, v = cache.extend(k, v)
-        x = x + F.linear(attend(q, k, v, mask).view(1, -1), self.wo)
-        h = _norm(*self.ffn_norm, x)
-        return x + F.linear(F.silu(F.linear(h, self.w1)) * F.linear(h, self.w3), self.w2)
+        """x (D,), rotation complex (hd/2,) -> (D,)."""
+        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv(x)
+        rotated = qkv[: (H + Hkv) * hd].view(H + Hkv, hd // 2, 2)
+        if rotated.dtype == torch.float32:
+            rotated = torch.view_as_real(torch.view_as_complex(rotated) * rotation)
+        else:
+            rotated = torch.view_as_real(torch.view_as_complex(rotated.float()) * rotation).to(qkv.dtype)
+        keys, values = cache.extend(rotated[H:].view(Hkv, hd), qkv[(H + Hkv) * hd :].view(Hkv, hd))
+        scores = torch.bmm(rotated[:H].view(Hkv, H // Hkv, hd), keys.transpose(1, 2))  # (Hkv, group, n)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        out = torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)  # (Hkv, group, hd)
+        x = torch.addmv(x, self.wo, out.view(-1))
+        gate, up = self.gate_up(x).split(self.hidden)
+        return torch.addmv(x, self.w2, F.silu(gate) * up)
 
 
 class _KVBuffer:
@@ -253,34 +277,34 @@ class _KVBuffer:
         keep = held if window is None else min(held, window - 1)
         capacity = window if window is not None else max(64, 2 * length)
         self.window, self.length = window, length
-        self.k = cache.k.new_empty(1, heads, capacity, head_dim)
-        self.v = cache.v.new_empty(1, heads, capacity, head_dim)
+        self.k = cache.k.new_empty(heads, capacity, head_dim)
+        self.v = cache.v.new_empty(heads, capacity, head_dim)
         slots = torch.arange(length - keep, length, device=cache.k.device) % capacity
-        self.k[:, :, slots] = cache.k[:, :, held - keep :]
-        self.v[:, :, slots] = cache.v[:, :, held - keep :]
+        self.k[:, slots] = cache.k[0, :, held - keep :]
+        self.v[:, slots] = cache.v[0, :, held - keep :]
 
     def mask(self, first_visible: int) -> torch.Tensor | None:
         """Mask of the next position's query over the keys `extend` will return, hiding the positions before
-        ``first_visible`` (an earlier document); None when it sees them all. -> bool (1, 1, 1, keys)."""
-        t, capacity = self.length, self.k.shape[2]
+        ``first_visible`` (an earlier document); None when it sees them all. -> bool (keys,)."""
+        t, capacity = self.length, self.k.shape[1]
         n = min(t + 1, capacity) if self.window is not None else t + 1
         if t + 1 - n >= first_visible:
             return None
         slots = torch.arange(n, device=self.k.device)
         positions = t - (t - slots) % capacity if self.window is not None else slots
-        return (positions >= first_visible).view(1, 1, 1, n)
+        return positions >= first_visible
 
     def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add the next position's k, v (1, H, 1, hd); returns the keys and values it may attend to."""
-        t, capacity = self.length, self.k.shape[2]
+        """Add the next position's k, v (H, hd); returns the keys and values it may attend to, (H, n, hd)."""
+        t, capacity = self.length, self.k.shape[1]
         if self.window is None and t == capacity:
-            self.k, self.v = torch.cat((self.k, torch.empty_like(self.k)), 2), torch.cat((self.v, torch.empty_like(self.v)), 2)
+            self.k, self.v = torch.cat((self.k, torch.empty_like(self.k)), 1), torch.cat((self.v, torch.empty_like(self.v)), 1)
             capacity *= 2
         slot = t % capacity
-        self.k[:, :, slot] = k[:, :, 0]
-        self.v[:, :, slot] = v[:, :, 0]
+        self.k[:, slot] = k
+        self.v[:, slot] = v
         self.length = n = t + 1
-        return self.k[:, :, : min(n, capacity)], self.v[:, :, : min(n, capacity)]
+        return self.k[:, : min(n, capacity)], self.v[:, : min(n, capacity)]
 
 
 class _StackStep:
@@ -310,7 +334,7 @@ class _StackStep:
 
     def __call__(self, x: torch.Tensor, position: int, mask: torch.Tensor | None,
                  caches: list[_KVBuffer]) -> list[torch.Tensor]:
-        """x (1, D) at ``position`` through every block; returns every block's output."""
+        """x (D,) at ``position`` through every block; returns every block's output."""
         rotation = self.rotation(position)
         outputs = []
         for block, cache in zip(self.blocks, caches):
@@ -324,19 +348,33 @@ class _CrossStep:
     values computed once per patch."""
 
     def __init__(self, cross: CrossAttention):
-        self.query_norm, self.kv_norm = (cross.query_norm.weight, cross.query_norm.eps), (cross.kv_norm.weight, cross.kv_norm.eps)
-        self.wq, self.wk, self.wv, self.wo = cross.wq.weight, cross.wk.weight, cross.wv.weight, cross.wo.weight
+        self.cross = cross
         self.head_dim = cross.head_dim
+        self.query = _NormLinear(cross.query_norm, cross.wq.weight, scale=[self.head_dim**-0.5])
+        self.wo = cross.wo.weight.detach().contiguous()
 
     def keys(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """States (1, S, D) -> keys, values (1, H_kv, S, hd)."""
-        kv = _norm(*self.kv_norm, states)
-        return tuple(F.linear(kv, w).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (self.wk, self.wv))
+        """States (1, S, D) -> keys, values (H_kv, S, hd)."""
+        cross = self.cross
+        kv = cross.kv_norm(states)[0]
+        return tuple(F.linear(kv, w.weight).unflatten(-1, (-1, self.head_dim)).transpose(0, 1) for w in (cross.wk, cross.wv))
 
     def __call__(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """h (1, D) -> (1, D)."""
-        q = F.linear(_norm(*self.query_norm, h), self.wq).view(1, -1, 1, self.head_dim)  # (1, H*hd) -> (1, H, 1, hd)
-        return h + F.linear(attend(q, *keys, None).view(1, -1), self.wo)
+        """h (D,) -> (D,)."""
+        k, v = keys
+        q = self.query(h).view(k.shape[0], -1, self.head_dim)  # (Hkv, group, hd)
+        out = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1, dtype=torch.float32).to(v.dtype), v)
+        return torch.addmv(h, self.wo, out.view(-1))
+
+
+class _OutputStep:
+    """A model's final RMSNorm and output linear for one position: logits (V,)."""
+
+    def __init__(self, norm: torch.nn.Module, output: torch.nn.Linear):
+        self.head = _NormLinear(norm, output.weight)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h)
 
 
 def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
@@ -387,6 +425,9 @@ class Engine:
         self._global_step = _StackStep(model.global_model.transformer, None)
         self._decoder_step = _StackStep(model.decoder.transformer, cfg.decoder.window)
         self._decoder_cross = [_CrossStep(cross) for cross in model.decoder.cross_attn_layers]
+        self._decoder_output = _OutputStep(model.decoder.norm, model.decoder.output)
+        self._entropy_output = _OutputStep(self.entropy_model.norm, self.entropy_model.output) \
+            if self.entropy_model is not None else None
 
     # -- stages ----------------------------------------------------------------------------------
 
@@ -404,12 +445,12 @@ class Engine:
         return rows
 
     def _embed_step(self, context: list[int]) -> torch.Tensor:
-        """`ByteLatentTransformer.embed` of the last id of ``context`` (ids of its document). -> (1, D_e)."""
+        """`ByteLatentTransformer.embed` of the last id of ``context`` (ids of its document). -> (D_e,)."""
         model = self.model
         x = model.byte_embedding.weight[context[-1]]
         if model.hash_embedding is not None:
             x = x + model.hash_embedding.table.weight[self._hash_rows(context)].sum(0)
-        return x.view(1, -1)
+        return x
 
     def _encoder_patches(self, levels: list[torch.Tensor], patch_ids: torch.Tensor, num_patches: int,
                          cross_mask: torch.Tensor | None) -> torch.Tensor:
@@ -441,15 +482,15 @@ class Engine:
 
     def _close_patch(self, state: GenerationState) -> None:
         """The open patch ends at the newest byte: encode it, take one global step, keep its projection."""
-        levels = [torch.cat(level)[None] for level in state.open_patch]  # each (L, D_e) -> (1, L, D_e)
+        levels = [torch.cat(level)[None] for level in state.open_patch]  # (L, D_e) pieces -> (1, L, D_e)
         patch_ids = torch.zeros(1, levels[0].shape[1], dtype=torch.long, device=self.device)
         patch = self._encoder_patches(levels, patch_ids, 1, None)  # (1, 1, k*D_e)
         g = self.model.global_model
-        h = (g.input_projection(patch) if g.input_projection is not None else patch)[0]  # (1, D_g)
+        h = (g.input_projection(patch) if g.input_projection is not None else patch)[0, 0]  # (D_g,)
         mask = self._global_step.mask(state.global_caches, state.doc_first_patch)
         if g.transformer.layers:
             h = self._global_step(h, state.num_patches, mask, state.global_caches)[-1]
-        self._project_for_decoder(state, h[None])
+        self._project_for_decoder(state, h.view(1, 1, -1))
         state.num_patches += 1
         state.global_steps += 1
         state.open_patch = [[] for _ in state.open_patch]
@@ -567,10 +608,10 @@ class Engine:
         # Does byte t + 1 open a patch? Needs the entropy at t, so this comes first.
         if self.entropy_model is not None:
             em = self.entropy_model
-            x = em.embedding.weight[int(next_id)].view(1, -1)
+            x = em.embedding.weight[int(next_id)]
             mask = self._entropy_step.mask(state.entropy_caches, state.doc_start)
             h = self._entropy_step(x, t, mask, state.entropy_caches)[-1]
-            entropy = entropy_from_logits(em.output(_norm(em.norm.weight, em.norm.eps, h[0])))
+            entropy = entropy_from_logits(self._entropy_output(h))
             state.entropies = [*state.entropies[-1:], np.float32(entropy.item())]
         state.next_starts = state.rule.starts(t + 1, state.ids[-2:], state.entropies)
 
@@ -579,7 +620,7 @@ class Engine:
         mask = self._encoder_step.mask(state.encoder_caches, state.doc_start)
         levels = [x] + self._encoder_step(x, t, mask, state.encoder_caches)
         for level, states in zip(state.open_patch, levels):
-            level.append(states)
+            level.append(states.view(1, -1))
         if state.next_starts:
             self._close_patch(state)
 
@@ -592,7 +633,7 @@ class Engine:
             if decoder.cfg.cross_attn_all_layers or i == 0:
                 h = h + self._decoder_cross[i](h, state.decoder_keys[i])
             h = block(h, rotation, mask, cache)
-        state.logits = decoder.output(_norm(decoder.norm.weight, decoder.norm.eps, h[0]))
+        state.logits = self._decoder_output(h)
         return state.logits
 
     # -- generation loops ------------------------------------------------------------------------
