@@ -195,6 +195,29 @@ class GenerationState:
         return len(self.ids)
 
 
+@dataclass
+class _Batch:
+    """Rows generated together: each row's bookkeeping stays in its `GenerationState`; its caches move into
+    caches stacked over the rows, so that a step reads every weight once for all rows."""
+
+    rows: list[GenerationState]
+    entropy_caches: list[_BatchKV]
+    encoder_caches: list[_BatchKV]
+    global_caches: list[_BatchKV]
+    decoder_caches: list[_BatchKV]
+    decoder_keys: list[tuple[torch.Tensor, torch.Tensor]]  # per decoder cross-attention: (B, Hkv, k, hd) each
+    logits: torch.Tensor  # (B, V)
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows at ``keep`` (in that order)."""
+        index = torch.tensor(keep, device=self.logits.device)
+        for cache in (*self.entropy_caches, *self.encoder_caches, *self.global_caches, *self.decoder_caches):
+            cache.select(index)
+        self.decoder_keys = [(k[index], v[index]) for k, v in self.decoder_keys]
+        self.logits = self.logits[index]
+        self.rows = [self.rows[i] for i in keep]
+
+
 # --- steps of one position: the math of the blocks' forward, with fewer ops --------------------------
 #
 # A step pushes one position (a vector (D,)) through matrix-vector products. At the sizes of local models
@@ -230,6 +253,11 @@ class _NormLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmv(self.zeros, self.weight, x, beta=0, alpha=_rms_scale(x, self.eps))
 
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows x (B, D) -> (B, out)."""
+        scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)  # (B, 1), as RMSNorm
+        return F.linear(x * scale.to(x.dtype), self.weight)
+
 
 class _BlockStep:
     """`TransformerBlock.forward` for one new position whose keys/values join a cache."""
@@ -244,15 +272,19 @@ class _BlockStep:
         self.w2 = ff.w2.weight.detach().contiguous()
         self.hidden = ff.w1.weight.shape[0]
 
+    def _rotated(self, qkv: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """RoPE on the q and k heads of qkv (..., (H + 2 Hkv) hd) -> (..., H + Hkv, hd/2, 2); rotation (..., 1, hd/2)."""
+        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        pairs = qkv[..., : (H + Hkv) * hd].unflatten(-1, (H + Hkv, hd // 2, 2))
+        if pairs.dtype == torch.float32:
+            return torch.view_as_real(torch.view_as_complex(pairs) * rotation)
+        return torch.view_as_real(torch.view_as_complex(pairs.float()) * rotation).to(qkv.dtype)
+
     def __call__(self, x: torch.Tensor, rotation: torch.Tensor, mask: torch.Tensor | None, cache: _KVBuffer) -> torch.Tensor:
         """x (D,), rotation complex (hd/2,) -> (D,)."""
         H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x)
-        rotated = qkv[: (H + Hkv) * hd].view(H + Hkv, hd // 2, 2)
-        if rotated.dtype == torch.float32:
-            rotated = torch.view_as_real(torch.view_as_complex(rotated) * rotation)
-        else:
-            rotated = torch.view_as_real(torch.view_as_complex(rotated.float()) * rotation).to(qkv.dtype)
+        rotated = self._rotated(qkv, rotation)
         keys, values = cache.extend(rotated[H:].view(Hkv, hd), qkv[(H + Hkv) * hd :].view(Hkv, hd))
         scores = torch.bmm(rotated[:H].view(Hkv, H // Hkv, hd), keys.transpose(1, 2))  # (Hkv, group, n)
         if mask is not None:
@@ -261,6 +293,21 @@ class _BlockStep:
         x = torch.addmv(x, self.wo, out.view(-1))
         gate, up = self.gate_up(x).split(self.hidden)
         return torch.addmv(x, self.w2, F.silu(gate) * up)
+
+    def batch(self, x: torch.Tensor, rotation: torch.Tensor, visible: torch.Tensor, cache: _BatchKV) -> torch.Tensor:
+        """One new position in each of B rows: x (B, D), rotation complex (B, hd/2), visible bool (B, capacity)
+        (the cache slots each row's query sees once this position is written) -> (B, D)."""
+        B = x.shape[0]
+        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv.batch(x)
+        rotated = self._rotated(qkv, rotation[:, None])  # (B, H + Hkv, hd/2, 2)
+        cache.write(rotated[:, H:].reshape(B, Hkv, hd), qkv[:, (H + Hkv) * hd :].view(B, Hkv, hd))
+        q = rotated[:, :H].reshape(B, Hkv, H // Hkv, hd)
+        scores = torch.matmul(q, cache.k.transpose(2, 3)).masked_fill(~visible[:, None, None], float("-inf"))  # (B, Hkv, group, cap)
+        out = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(cache.v.dtype), cache.v)  # (B, Hkv, group, hd)
+        x = x + F.linear(out.reshape(B, H * hd), self.wo)
+        gate, up = self.gate_up.batch(x).split(self.hidden, dim=-1)
+        return x + F.linear(F.silu(gate) * up, self.w2)
 
 
 class _KVBuffer:
@@ -277,8 +324,9 @@ class _KVBuffer:
         keep = held if window is None else min(held, window - 1)
         capacity = window if window is not None else max(64, 2 * length)
         self.window, self.length = window, length
-        self.k = cache.k.new_empty(heads, capacity, head_dim)
-        self.v = cache.v.new_empty(heads, capacity, head_dim)
+        # Zeros, not garbage: batched steps attend over every slot, masking unused ones, and 0 * NaN is NaN.
+        self.k = cache.k.new_zeros(heads, capacity, head_dim)
+        self.v = cache.v.new_zeros(heads, capacity, head_dim)
         slots = torch.arange(length - keep, length, device=cache.k.device) % capacity
         self.k[:, slots] = cache.k[0, :, held - keep :]
         self.v[:, slots] = cache.v[0, :, held - keep :]
@@ -298,13 +346,77 @@ class _KVBuffer:
         """Add the next position's k, v (H, hd); returns the keys and values it may attend to, (H, n, hd)."""
         t, capacity = self.length, self.k.shape[1]
         if self.window is None and t == capacity:
-            self.k, self.v = torch.cat((self.k, torch.empty_like(self.k)), 1), torch.cat((self.v, torch.empty_like(self.v)), 1)
+            self.k, self.v = torch.cat((self.k, torch.zeros_like(self.k)), 1), torch.cat((self.v, torch.zeros_like(self.v)), 1)
             capacity *= 2
         slot = t % capacity
         self.k[:, slot] = k
         self.v[:, slot] = v
         self.length = n = t + 1
         return self.k[:, : min(n, capacity)], self.v[:, : min(n, capacity)]
+
+
+class _BatchKV:
+    """The `_KVBuffer` of one attention layer for B rows at once: keys and values (B, H, capacity, hd).
+
+    Rows sit at different positions (``lengths``, the positions each row holds). With a window, every row
+    is a ring of ``window`` slots (position p in slot p % window); without one, slot = position, the
+    capacity is the longest row's (grown by doubling) and a shorter row's extra slots stay hidden.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, window: int | None):
+        self.k, self.v, self.lengths, self.window = k, v, lengths, window
+
+    @classmethod
+    def stack(cls, buffers: list[_KVBuffer]) -> _BatchKV:
+        """Rows' single-row buffers, stacked (copied)."""
+        capacity = max(b.k.shape[1] for b in buffers)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # (H, c, hd) -> (H, capacity, hd)
+            return F.pad(t, (0, 0, 0, capacity - t.shape[1]))
+
+        lengths = torch.tensor([b.length for b in buffers], device=buffers[0].k.device)
+        return cls(torch.stack([padded(b.k) for b in buffers]), torch.stack([padded(b.v) for b in buffers]),
+                   lengths, buffers[0].window)
+
+    def rows(self, index: torch.Tensor) -> _BatchKV:
+        """The rows ``index`` (copies; `put_rows` writes them back)."""
+        return _BatchKV(self.k[index], self.v[index], self.lengths[index], self.window)
+
+    def put_rows(self, index: torch.Tensor, part: _BatchKV) -> None:
+        if part.k.shape[2] > self.k.shape[2]:
+            self._grow(part.k.shape[2])
+        capacity = part.k.shape[2]
+        self.k[index, :, :capacity], self.v[index, :, :capacity], self.lengths[index] = part.k, part.v, part.lengths
+
+    def _grow(self, capacity: int) -> None:
+        more = capacity - self.k.shape[2]
+        self.k, self.v = F.pad(self.k, (0, 0, 0, more)), F.pad(self.v, (0, 0, 0, more))
+
+    def make_room(self) -> None:
+        """Without a window, double the capacity when a row is full (call before `visible` and `write`)."""
+        if self.window is None and int(self.lengths.max()) == self.k.shape[2]:
+            self._grow(2 * self.k.shape[2])
+
+    def visible(self, first_visible: torch.Tensor) -> torch.Tensor:
+        """Slots the next position of each row sees: its own past within the window and the document that
+        starts at ``first_visible`` (B,), the new position included. -> bool (B, capacity)."""
+        capacity = self.k.shape[2]
+        t = self.lengths[:, None]  # the new position of each row
+        slots = torch.arange(capacity, device=self.k.device)[None]
+        positions = t - (t - slots) % capacity if self.window is not None else slots  # position held by each slot
+        return (positions >= first_visible[:, None]) & (positions <= t)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """The new position's k, v (B, H, hd) of every row."""
+        slots = self.lengths % self.k.shape[2] if self.window is not None else self.lengths
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.k[rows, :, slots] = k
+        self.v[rows, :, slots] = v
+        self.lengths = self.lengths + 1
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the rows ``keep`` (finished rows leave the batch)."""
+        self.k, self.v, self.lengths = self.k[keep], self.v[keep], self.lengths[keep]
 
 
 class _StackStep:
@@ -325,12 +437,30 @@ class _StackStep:
         """See `_KVBuffer.mask` (every layer holds the same positions)."""
         return buffers[0].mask(first_visible) if buffers else None
 
-    def rotation(self, position: int) -> torch.Tensor:
-        """RoPE angles of a position as unit complex numbers, from a table grown on demand. -> (hd/2,)."""
-        if position >= len(self.rotations):
-            cos, sin = self.rope(torch.arange(max(1024, 2 * position), device=self.rope.inv_freq.device))
+    def rotation(self, position: int | torch.Tensor) -> torch.Tensor:
+        """RoPE angles of a position (or positions (B,)) as unit complex numbers, from a table grown on
+        demand. -> (hd/2,) (or (B, hd/2))."""
+        last = int(position) if isinstance(position, int) else int(position.max())
+        if last >= len(self.rotations):
+            cos, sin = self.rope(torch.arange(max(1024, 2 * last), device=self.rope.inv_freq.device))
             self.rotations = torch.complex(cos, sin)  # (N, hd/2)
         return self.rotations[position]
+
+    def batch(self, x: torch.Tensor, first_visible: torch.Tensor, caches: list[_BatchKV],
+              before_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """x (B, D), each row at the next position of its caches, through every block; every block's output.
+        ``before_block(i, x)`` runs before block i (the decoder's cross-attention)."""
+        for cache in caches:
+            cache.make_room()
+        rotation = self.rotation(caches[0].lengths) if caches else None
+        visible = caches[0].visible(first_visible) if caches else None
+        outputs = []
+        for i, (block, cache) in enumerate(zip(self.blocks, caches)):
+            if before_block is not None:
+                x = before_block(i, x)
+            x = block.batch(x, rotation, visible, cache)
+            outputs.append(x)
+        return outputs
 
     def __call__(self, x: torch.Tensor, position: int, mask: torch.Tensor | None,
                  caches: list[_KVBuffer]) -> list[torch.Tensor]:
@@ -354,10 +484,10 @@ class _CrossStep:
         self.wo = cross.wo.weight.detach().contiguous()
 
     def keys(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """States (1, S, D) -> keys, values (H_kv, S, hd)."""
+        """States (N, S, D) -> keys, values (N, H_kv, S, hd)."""
         cross = self.cross
-        kv = cross.kv_norm(states)[0]
-        return tuple(F.linear(kv, w.weight).unflatten(-1, (-1, self.head_dim)).transpose(0, 1) for w in (cross.wk, cross.wv))
+        kv = cross.kv_norm(states)
+        return tuple(F.linear(kv, w.weight).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (cross.wk, cross.wv))
 
     def __call__(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """h (D,) -> (D,)."""
@@ -366,15 +496,13 @@ class _CrossStep:
         out = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1, dtype=torch.float32).to(v.dtype), v)
         return torch.addmv(h, self.wo, out.view(-1))
 
-
-class _OutputStep:
-    """A model's final RMSNorm and output linear for one position: logits (V,)."""
-
-    def __init__(self, norm: torch.nn.Module, output: torch.nn.Linear):
-        self.head = _NormLinear(norm, output.weight)
-
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(h)
+    def batch(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """h (B, D), each row's keys and values (B, Hkv, S, hd) -> (B, D)."""
+        k, v = keys
+        B, Hkv = k.shape[:2]
+        q = self.query.batch(h).view(B, Hkv, -1, self.head_dim)  # (B, Hkv, group, hd)
+        out = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1, dtype=torch.float32).to(v.dtype), v)
+        return h + F.linear(out.reshape(B, -1), self.wo)
 
 
 def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
@@ -425,8 +553,8 @@ class Engine:
         self._global_step = _StackStep(model.global_model.transformer, None)
         self._decoder_step = _StackStep(model.decoder.transformer, cfg.decoder.window)
         self._decoder_cross = [_CrossStep(cross) for cross in model.decoder.cross_attn_layers]
-        self._decoder_output = _OutputStep(model.decoder.norm, model.decoder.output)
-        self._entropy_output = _OutputStep(self.entropy_model.norm, self.entropy_model.output) \
+        self._decoder_output = _NormLinear(model.decoder.norm, model.decoder.output.weight)  # logits of a position
+        self._entropy_output = _NormLinear(self.entropy_model.norm, self.entropy_model.output.weight) \
             if self.entropy_model is not None else None
 
     # -- stages ----------------------------------------------------------------------------------
@@ -477,23 +605,28 @@ class Engine:
         decoder = self.model.decoder
         patch_states = decoder.patch_projection(global_states).view(1, -1, decoder.cfg.dim)  # (1, P, k*D) -> (1, P*k, D)
         last = patch_states[:, -self.k :]
-        state.decoder_keys = [cross.keys(last) for cross in self._decoder_cross]
+        state.decoder_keys = [tuple(t[0] for t in cross.keys(last)) for cross in self._decoder_cross]
         return patch_states
 
-    def _close_patch(self, state: GenerationState) -> None:
-        """The open patch ends at the newest byte: encode it, take one global step, keep its projection."""
+    def _take_open_patch(self, state: GenerationState) -> torch.Tensor:
+        """The global model's input for the open patch, which ends at the newest byte. -> (D_g,)."""
         levels = [torch.cat(level)[None] for level in state.open_patch]  # (L, D_e) pieces -> (1, L, D_e)
+        state.open_patch = [[] for _ in state.open_patch]
         patch_ids = torch.zeros(1, levels[0].shape[1], dtype=torch.long, device=self.device)
         patch = self._encoder_patches(levels, patch_ids, 1, None)  # (1, 1, k*D_e)
         g = self.model.global_model
-        h = (g.input_projection(patch) if g.input_projection is not None else patch)[0, 0]  # (D_g,)
+        return (g.input_projection(patch) if g.input_projection is not None else patch)[0, 0]
+
+    def _close_patch(self, state: GenerationState) -> None:
+        """The open patch ends at the newest byte: encode it, take one global step, keep its projection."""
+        g = self.model.global_model
+        h = self._take_open_patch(state)  # (D_g,)
         mask = self._global_step.mask(state.global_caches, state.doc_first_patch)
         if g.transformer.layers:
             h = self._global_step(h, state.num_patches, mask, state.global_caches)[-1]
         self._project_for_decoder(state, h.view(1, 1, -1))
         state.num_patches += 1
         state.global_steps += 1
-        state.open_patch = [[] for _ in state.open_patch]
 
     # -- prefill and step ------------------------------------------------------------------------
 
@@ -636,6 +769,86 @@ class Engine:
         state.logits = self._decoder_output(h)
         return state.logits
 
+    # -- batches of rows -------------------------------------------------------------------------
+
+    def _batch(self, states: list[GenerationState]) -> _Batch:
+        """Prefilled rows as one batch (their caches are moved into the batch's)."""
+        def stacked(name: str) -> list[_BatchKV]:
+            caches = [_BatchKV.stack(list(layer)) for layer in zip(*(getattr(s, name) for s in states))]
+            for state in states:
+                setattr(state, name, [])
+            return caches
+
+        keys = [tuple(torch.stack([s.decoder_keys[i][j] for s in states]) for j in (0, 1))
+                for i in range(len(self._decoder_cross))]
+        for state in states:
+            state.decoder_keys = []
+        return _Batch(rows=states, entropy_caches=stacked("entropy_caches"), encoder_caches=stacked("encoder_caches"),
+                      global_caches=stacked("global_caches"), decoder_caches=stacked("decoder_caches"),
+                      decoder_keys=keys, logits=torch.stack([s.logits for s in states]))
+
+    def _close_patches(self, batch: _Batch, closing: list[int]) -> None:
+        """`_close_patch` for the rows at ``closing``, their global steps taken together."""
+        rows = [batch.rows[b] for b in closing]
+        index = torch.tensor(closing, device=self.device)
+        h = torch.stack([self._take_open_patch(state) for state in rows])  # (n, D_g)
+        if self.model.global_model.transformer.layers:
+            caches = [cache.rows(index) for cache in batch.global_caches]
+            first = torch.tensor([state.doc_first_patch for state in rows], device=self.device)
+            h = self._global_step.batch(h, first, caches)[-1]
+            for cache, part in zip(batch.global_caches, caches):
+                cache.put_rows(index, part)
+        decoder = self.model.decoder
+        patch_states = decoder.patch_projection(h).view(len(rows), self.k, decoder.cfg.dim)  # (n, k*D) -> (n, k, D)
+        for (k, v), cross in zip(batch.decoder_keys, self._decoder_cross):
+            k[index], v[index] = cross.keys(patch_states)
+        for state in rows:
+            state.num_patches += 1
+            state.global_steps += 1
+
+    @torch.inference_mode()
+    def _step_batch(self, batch: _Batch, next_ids: list[int]) -> torch.Tensor:
+        """`step` for every row of a batch at once (row b appends ``next_ids[b]``). -> logits (B, V)."""
+        model, rows = self.model, batch.rows
+        for state, next_id in zip(rows, next_ids):
+            t = len(state.ids)
+            if state.ids[-1] == EOS_ID:
+                state.doc_start = t
+            if state.next_starts and t == state.doc_start:
+                state.doc_first_patch = state.num_patches
+            state.ids.append(int(next_id))
+        ids = torch.tensor(next_ids, device=self.device)
+        doc_start = torch.tensor([state.doc_start for state in rows], device=self.device)
+
+        if self.entropy_model is not None:
+            h = self._entropy_step.batch(self.entropy_model.embedding.weight[ids], doc_start, batch.entropy_caches)[-1]
+            for state, entropy in zip(rows, entropy_from_logits(self._entropy_output.batch(h)).tolist()):
+                state.entropies = [*state.entropies[-1:], np.float32(entropy)]
+        for state in rows:
+            state.next_starts = state.rule.starts(len(state.ids), state.ids[-2:], state.entropies)
+
+        x = model.byte_embedding.weight[ids]  # (B, D_e)
+        if model.hash_embedding is not None:
+            contexts = [state.ids[max(state.doc_start, len(state.ids) - self.ngram_context):] for state in rows]
+            table_rows = torch.tensor([self._hash_rows(context) for context in contexts], device=self.device)
+            x = x + model.hash_embedding.table.weight[table_rows].sum(1)
+        levels = [x] + self._encoder_step.batch(x, doc_start, batch.encoder_caches)
+        for b, state in enumerate(rows):
+            for level, states in zip(state.open_patch, levels):
+                level.append(states[b : b + 1])
+        closing = [b for b, state in enumerate(rows) if state.next_starts]
+        if closing:
+            self._close_patches(batch, closing)
+
+        all_layers = model.decoder.cfg.cross_attn_all_layers
+
+        def cross(i: int, h: torch.Tensor) -> torch.Tensor:
+            return h + self._decoder_cross[i].batch(h, batch.decoder_keys[i]) if all_layers or i == 0 else h
+
+        h = self._decoder_step.batch(levels[-1], doc_start, batch.decoder_caches, before_block=cross)[-1]
+        batch.logits = self._decoder_output.batch(h)
+        return batch.logits
+
     # -- generation loops ------------------------------------------------------------------------
 
     def stream(
@@ -657,21 +870,31 @@ class Engine:
         generators = [torch.Generator(device=self.device).manual_seed(seed + i) if seed is not None else None
                       for i in range(len(states))]
         outputs = [bytearray() for _ in states]
-        active = list(range(len(states)))
+        batch = self._batch(states) if len(states) > 1 else None
+        active = list(range(len(states)))  # rows still generating, in the batch's order
         while active:
-            still = []
-            for row in active:
-                state, out = states[row], outputs[row]
-                token = int(sample_next(state.logits[None], temperature, top_k, top_p, generators[row]))
+            keep, tokens = [], []
+            for j, row in enumerate(active):
+                logits = batch.logits[j] if batch is not None else states[row].logits
+                token = int(sample_next(logits[None], temperature, top_k, top_p, generators[row]))
                 if token == EOS_ID or token < OFFSET:
                     continue
+                out = outputs[row]
                 out.append(token - OFFSET)
                 yield row, token - OFFSET
                 if len(out) >= max_bytes or any(out.endswith(s) for s in stops):
                     continue
-                self.step(state, token)
-                still.append(row)
-            active = still
+                keep.append(j)
+                tokens.append(token)
+            if not keep:
+                return
+            if batch is None:
+                self.step(states[active[0]], tokens[0])
+                continue
+            if len(keep) < len(active):
+                batch.select(keep)
+                active = [active[j] for j in keep]
+            self._step_batch(batch, tokens)
 
     def generate(self, prompts: Sequence[bytes | str], max_bytes: int = 100, **sampling) -> list[bytes]:
         """Generated bytes for each prompt (see `stream` for the options)."""

@@ -209,12 +209,43 @@ def test_batch_of_prompts_equals_each_alone(model, entropy_model, entropy_range)
     engine = Engine(model, patcher)
     prompts = [b"", b"x", PROMPTS["longer than the windows"], PROMPTS["binary"]]
     assert engine.generate(prompts, max_bytes=12) == [engine.generate([p], max_bytes=12)[0] for p in prompts]
+    # Rows that stop early leave the batch; the others go on as they would alone.
+    stop = engine.generate([prompts[1]], max_bytes=12)[0][3:5]
+    alone = [engine.generate([p], max_bytes=12, stop=[stop])[0] for p in prompts]
+    assert len(alone[1]) == 5 and engine.generate(prompts, max_bytes=12, stop=[stop]) == alone
     sampled = engine.generate(prompts, max_bytes=12, temperature=1.0, seed=3)
     assert sampled == [engine.generate([p], max_bytes=12, temperature=1.0, seed=3 + i)[0] for i, p in enumerate(prompts)]
     # Bytes stream as they come, round-robin over the rows still running.
     events = list(engine.stream(prompts, max_bytes=3))
     assert [row for row, _ in events[:4]] == [0, 1, 2, 3]
     assert [bytes(b for r, b in events if r == i) for i in range(4)] == engine.generate(prompts, max_bytes=3)
+
+
+@pytest.mark.parametrize("patching", ["entropy, max length 3", "monotonic", "byte"])  # byte: the global caches grow
+def test_batched_steps_equal_single_row_steps(model, entropy_model, entropy_range, patching):
+    """Rows stepped together (one batched step per byte, global steps of the rows closing a patch batched)
+    give every row the logits and patches it has alone: rows at different lengths, a row starting a new
+    document, rows leaving the batch."""
+    engine = Engine(model, patcher_for(patching, entropy_model, entropy_range))
+    prompts = [b"", PROMPTS["longer than the windows"], b"ab", PROMPTS["binary"]]
+    singles = [engine.prefill(p) for p in prompts]
+    batch = engine._batch([engine.prefill(p) for p in prompts])
+    gen = torch.Generator().manual_seed(0)
+    for step in range(72):
+        tokens = (torch.randint(OFFSET, OFFSET + 256, (len(singles),), generator=gen)).tolist()
+        if step == 20:
+            tokens[2] = EOS_ID  # row 2 ends its document; its next byte starts a new one
+        elif step == 21:
+            tokens[2] = BOS_ID
+        for state, token in zip(singles, tokens):
+            engine.step(state, token)
+        engine._step_batch(batch, tokens)
+        for row, state in zip(batch.rows, singles):
+            assert row.num_patches == state.num_patches and row.next_starts == state.next_starts
+        torch.testing.assert_close(batch.logits, torch.stack([state.logits for state in singles]), atol=1e-5, rtol=0)
+        if step == 30:  # row 1 finishes
+            batch.select([0, 2, 3])
+            singles.pop(1)
 
 
 def test_stop_strings_max_bytes_and_eos(model, entropy_model, entropy_range):
