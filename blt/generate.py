@@ -526,10 +526,12 @@ class Engine:
     >>> engine = Engine(run.model, run.patcher)                      # doctest: +SKIP
     >>> for row, byte in engine.stream([b"def ", b"class "], max_bytes=40): ...  # doctest: +SKIP
 
-    Rows of a batch are independent states: each row's prompt is prefilled in one pass per stage and
-    then stepped one byte at a time, round-robin over the rows (their patch boundaries, and so their
-    global steps, differ). Row i samples with its own generator seeded ``seed + i``, so a row generates
-    exactly what it would alone with that seed.
+    Each prompt is prefilled in one pass per stage. Several prompts then step together: one batched step
+    per byte for the local models (rows at different positions, with their own masks), and one batched
+    global step for the rows whose patch closes at that byte (patch boundaries differ between rows).
+    Rows never see each other; row i samples with its own generator seeded ``seed + i``, so a row
+    generates what it would alone with that seed (up to float rounding of the batched matmuls), and a
+    row that ends leaves the batch.
 
     Prefill runs the blocks' own ``forward``; a step runs `_BlockStep`, the same math for one position.
     """
