@@ -321,4 +321,13 @@ def test_cli_streams_text_and_writes_raw_bytes(run_dir, tmp_path, capsys):
     assert main(["generate", str(run_dir), "--prompt-file", str(tmp_path / "prompt.bin"), "--max-bytes", "12"]) == 0
     assert capsys.readouterr().out == expected.decode("utf-8", errors="replace") + "\n"
     assert main(["generate", str(run_dir), "--prompt", "x", "--top-p", "2"]) == 2
+    capsys.readouterr()
+    # Several samples are drawn as one batch; sample i is what seed + i gives alone.
+    assert main(["generate", str(run_dir), "--prompt", "ab", "--max-bytes", "8", "--samples", "3",
+                 "--temperature", "1", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    for i in range(3):
+        alone = generate(blt.run.load(run_dir), b"ab", max_bytes=8, temperature=1.0, seed=4 + i)
+        assert f"--- sample {i + 1} of 3 ---\n{alone.decode('utf-8', errors='replace')}\n" in printed
+    assert main(["generate", str(run_dir), "--prompt", "x", "--samples", "2"]) == 2  # greedy: identical samples
     assert json.loads((run_dir / "config.json").read_text())["kind"] == "blt"

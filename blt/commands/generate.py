@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from blt.errors import BLTError
-from blt.generate import stream
+from blt.generate import generate, stream
 from blt.run import load
 
 
@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, help="seed for sampling")
     p.add_argument("--stop", action="append", default=[], help="stop after this string (repeatable)")
+    p.add_argument("--samples", type=int, default=1, metavar="N",
+                   help="draw N samples at once (batched; sample i uses seed + i); needs --temperature > 0")
     p.add_argument("--out", type=Path, help="write the generated raw bytes to this file")
     p.add_argument("--full-recompute", action="store_true",
                    help="use the reference path (a full forward per byte) instead of the cached engine")
@@ -37,8 +39,21 @@ def run(args: argparse.Namespace) -> int:
         raise BLTError("--top-k must be >= 1")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise BLTError("--top-p must be in (0, 1]")
+    if args.samples < 1:
+        raise BLTError("--samples must be >= 1")
+    if args.samples > 1 and args.temperature == 0:
+        raise BLTError("--samples > 1 with greedy decoding gives N identical outputs; pass --temperature > 0")
+    if args.samples > 1 and (args.out is not None or args.full_recompute):
+        raise BLTError("--samples > 1 prints the samples; it can't be combined with --out or --full-recompute")
     run_ = load(args.run, expect="blt")
     prompt = args.prompt.encode() if args.prompt is not None else args.prompt_file.read_bytes()
+    if args.samples > 1:
+        samples = generate(run_, [prompt] * args.samples, args.max_bytes, args.temperature, args.top_k, args.top_p,
+                           args.seed, [s.encode() for s in args.stop])
+        for i, sample in enumerate(samples):
+            print(f"--- sample {i + 1} of {len(samples)} ---")
+            print(sample.decode("utf-8", errors="replace"))
+        return 0
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = bytearray()
     for byte in stream(run_, prompt, args.max_bytes, args.temperature, args.top_k, args.top_p, args.seed,
