@@ -16,11 +16,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "prepare byte shards from files, directories and globs (default: the Python standard library)"),
     "train-entropy": ("train_entropy", "train the byte-level entropy model used for patching"),
     "train": ("train", "train a BLT (or a baseline) on prepared data"),
+    "train-baseline": ("train_baseline", "train a token baseline: a Llama-style model over BPE tokens or raw bytes"),
     "patch": ("patch", "show entropy patches of a text, or precompute entropies for a data directory"),
     "generate": ("generate", "generate bytes from a trained run"),
     "eval": ("eval", "validation bits-per-byte of a trained run"),
+    "eval-char": ("eval_char", "character-level (CUTE-style) tasks and noisy-input robustness, against a baseline"),
+    "finetune": ("finetune", "train a run briefly on the train split of the character-level tasks"),
     "flops": ("flops", "FLOPs per byte and parameter counts of a config"),
     "convert": ("convert", "convert transformers BltForCausalLM and reference bytelatent checkpoints to runs, and runs to transformers"),
+    "compare": ("compare", "train BLT at patch sizes 4.5, 6, 8 and the BPE and byte baselines at one FLOP budget; table and plot"),
     "bench": ("bench", "benchmarks, each as a ratio against a baseline measured in the same run"),
 }
 

@@ -19,7 +19,13 @@ Two kinds of terms per component:
   ≈ p bytes of its own patch; a decoder byte attends to the k slots of one patch.
 
 A plain token model (the paper's BPE baselines) costs its per-token FLOPs divided by the mean bytes per
-token of its tokenizer (`token_model_flops`).
+token of its tokenizer (`token_model_flops`); the byte baseline is the same model at 1 byte per token.
+
+What a model costs to train and to run (`ModelCost`, from a config with `blt_cost` / `token_model_cost`
+or from a run directory with `run_cost`): training FLOPs per byte are 3 × the model's forward; inference
+FLOPs per byte are its forward plus, for an entropy-patched BLT, the entropy model's forward, which must
+run on every byte to place the patches. The entropy model is not charged to BLT's training (its
+entropies can be computed once ahead of training, `blt patch --data`), as `blt compare` budgets.
 
 >>> f = blt_flops(BLTConfig.preset("1b"), patch_size=4.5, seq_len=8192)
 >>> round(f.training / 1e9, 2)  # GFLOPs per byte
@@ -28,17 +34,22 @@ token of its tokenizer (`token_model_flops`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from blt.baselines.model import TokenLM, TokenModelConfig, token_parameter_counts
 from blt.config import BLTConfig, EntropyModelConfig, TransformerConfig
 from blt.errors import ConfigError
 from blt.model.byte_latent import ByteLatentTransformer, parameter_counts
 from blt.patching.entropy_model import EntropyModel
+from blt.run import ENTROPY_SUBDIR, read_run_config
 
 TRAINING_MULTIPLIER = 3  # forward + backward ≈ 3 × forward
 DEFAULT_PATCH_SIZE = 4.5  # bytes per patch of the paper's entropy-patched BLT models
+DEFAULT_BYTES_PER_TOKEN = 4.4  # Llama 3's BPE on the paper's data (DESIGN §6); measure ours with a BPE run
 
 
 @dataclass(frozen=True)
@@ -143,14 +154,14 @@ def _check_sizes(bytes_per_step: float, seq_len: int, step: str) -> None:
 
 
 def default_patch_size(cfg: BLTConfig) -> float:
-    """Mean patch size the config aims at: its calibration target, its static or byte patch size, else 4.5."""
+    """Mean patch size the config aims at: its static or byte patch size, else its calibration target, else 4.5."""
     patching = cfg.patching
-    if patching.target_patch_size is not None:
-        return patching.target_patch_size
-    if patching.mode == "static":
+    if patching.mode == "static":  # a preset's calibration target does not apply to static patches
         return float(patching.patch_size)
     if patching.mode == "byte":
         return 1.0
+    if patching.target_patch_size is not None:
+        return patching.target_patch_size
     return DEFAULT_PATCH_SIZE
 
 
@@ -251,6 +262,100 @@ def entropy_model_parameter_counts(cfg: EntropyModelConfig) -> dict[str, int]:
     return parameter_counts(model)
 
 
+def token_model_parameter_counts(cfg: TokenModelConfig) -> dict[str, int]:
+    """`TokenLM.parameter_counts()` of a config (``total``, ``embedding``, ``non_embedding``), on the meta device."""
+    with torch.device("meta"):
+        model = TokenLM(cfg)
+    return token_parameter_counts(model)
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What a model costs per byte (module docstring): its forward FLOPs by component, the forward of the
+    entropy model that patches it (BLT with entropy patching; inference only), and its parameters."""
+
+    name: str  # "blt", "entropy_model", "bpe" or "byte"
+    flops: FlopsPerByte
+    parameters: dict[str, int]
+    patcher: FlopsPerByte | None = None
+
+    @property
+    def training(self) -> float:
+        """Training FLOPs per byte: 3 × the model's forward."""
+        return self.flops.training
+
+    @property
+    def inference(self) -> float:
+        """Inference FLOPs per byte: the model's forward and its entropy model's."""
+        return self.flops.forward + (self.patcher.forward if self.patcher is not None else 0.0)
+
+    @property
+    def bytes_per_step(self) -> float:
+        return self.flops.bytes_per_step
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "training": self.training, "inference": self.inference,
+                "bytes_per_step": self.bytes_per_step, "flops": self.flops.to_dict(), "parameters": self.parameters,
+                "patcher": self.patcher.to_dict() if self.patcher is not None else None}
+
+
+def blt_cost(cfg: BLTConfig, patch_size: float | None = None, seq_len: int | None = None,
+             entropy_config: EntropyModelConfig | None = None) -> ModelCost:
+    """`ModelCost` of a BLT (`blt_flops` arguments); ``entropy_config`` is counted at inference when the
+    patching mode uses an entropy model."""
+    flops = blt_flops(cfg, patch_size, seq_len)
+    patcher = None
+    if entropy_config is not None and cfg.patching.uses_entropy_model:
+        patcher = entropy_model_flops(entropy_config, seq_len=flops.seq_len)
+    return ModelCost("blt", flops, blt_parameter_counts(cfg), patcher)
+
+
+def token_model_cost(cfg: TokenModelConfig, bytes_per_token: float, seq_len: int, name: str = "bpe") -> ModelCost:
+    """`ModelCost` of a token baseline over sequences of ``seq_len`` *bytes* (``seq_len / bytes_per_token``
+    tokens), as BLT is counted; ``bytes_per_token`` is 1 for the byte model."""
+    _check_sizes(bytes_per_token, seq_len, "bytes per token")
+    tokens = max(1.0, seq_len / bytes_per_token)
+    flops = token_model_flops(cfg, cfg.vocab_size, bytes_per_token, tokens, model="token_model")
+    return ModelCost(name, flops, token_model_parameter_counts(cfg))
+
+
+def _mean_metric(run_dir: Path, key: str) -> float | None:
+    values = []
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if key in record:
+                values.append(float(record[key]))
+    return sum(values) / len(values) if values else None
+
+
+def run_cost(run_dir: str | Path, bytes_per_step: float | None = None, seq_len: int | None = None) -> ModelCost:
+    """`ModelCost` of a run directory, from its config.json (no weights are read).
+
+    ``seq_len`` defaults to the run's training sequence length in bytes. ``bytes_per_step`` defaults to
+    what the run measured: a BLT's mean patch size over its logged training steps (else its config's
+    `default_patch_size`), a BPE model's validation bytes per token (config.json), 1 for the byte model.
+    """
+    run_dir = Path(run_dir)
+    record = read_run_config(run_dir)
+    T = seq_len or record.get("train", {}).get("seq_len")
+    if record["kind"] == "blt":
+        cfg = BLTConfig.from_dict(record["model"])
+        entropy_dir = run_dir / ENTROPY_SUBDIR
+        entropy_config = (EntropyModelConfig.from_dict(read_run_config(entropy_dir)["model"])
+                          if (entropy_dir / "config.json").is_file() else None)
+        p = bytes_per_step or _mean_metric(run_dir, "mean_patch_size") or default_patch_size(cfg)
+        return blt_cost(cfg, p, T, entropy_config)
+    if record["kind"] == "token_model":
+        cfg = TokenModelConfig.from_dict(record["model"])
+        tokenizer = record.get("tokenizer", {})
+        b = bytes_per_step or (tokenizer.get("val_bytes_per_token") if tokenizer.get("kind") == "bpe" else 1.0)
+        return token_model_cost(cfg, b, T or record["train"]["seq_len"], name=tokenizer.get("kind", "bpe"))
+    cfg = EntropyModelConfig.from_dict(record["model"])
+    return ModelCost("entropy_model", entropy_model_flops(cfg, T), entropy_model_parameter_counts(cfg))
+
+
 def format_flops(x: float) -> str:
     """Compact SI form: ``format_flops(2.5e9) == '2.50G'``."""
     for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -271,4 +376,14 @@ def flops_table(flops: FlopsPerByte) -> str:
             f"{100 * total / forward:>7.1f}%"
         )
     lines.append(f"{'training (3x forward)':<26}{'':>21}{format_flops(flops.training):>10}")
+    return "\n".join(lines)
+
+
+def cost_table(costs: list[ModelCost]) -> str:
+    """A plain-text table comparing models per byte: bytes per step of the main transformer, non-embedding
+    parameters, forward, training and inference FLOPs."""
+    lines = [f"{'model':<10}{'bytes/step':>11}{'params (non-emb)':>18}{'forward':>10}{'training':>10}{'inference':>11}"]
+    for c in costs:
+        lines.append(f"{c.name:<10}{c.bytes_per_step:>11.2f}{c.parameters['non_embedding']:>18,}"
+                     f"{format_flops(c.flops.forward):>10}{format_flops(c.training):>10}{format_flops(c.inference):>11}")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """End-to-end recipes the CLI and `blt demo` call: set up a run directory, build the model, train it.
 
-Both recipes use the one loop in `blt.train`; they differ only in the objective and the run's config.
+All recipes use the one loop in `blt.train`; they differ only in the objective and the run's config.
 """
 
 from __future__ import annotations
@@ -9,17 +9,49 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
+from blt.baselines.model import TokenLM, TokenModelConfig
+from blt.baselines.tokenization import (
+    DEFAULT_BPE_TRAIN_BYTES,
+    MIN_BPE_VOCAB,
+    TOKENIZER_FILE,
+    BPETokenizer,
+    ByteTokenizer,
+    measure_bytes_per_token,
+    tokenizer_from_record,
+    train_bpe,
+)
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
-from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData
-from blt.errors import BLTError, DataError
+from blt.data import (
+    ByteBatchIterator,
+    PrecomputedEntropies,
+    PreparedData,
+    validation_batches,
+)
+from blt.errors import BLTError, ConfigError, DataError
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.objectives import BLTObjective, EntropyModelObjective
-from blt.patching.calibration import mean_patch_size
+from blt.objectives import BLTObjective, EntropyModelObjective, TokenObjective
+from blt.patching.calibration import (
+    calibration_sample,
+    mean_patch_size,
+    patch_size_curves,
+)
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_patching
-from blt.run import ENTROPY_SUBDIR, copy_entropy_model, load, read_run_config, write_run_config
-from blt.train import Trainer, TrainConfig, TrainResult, default_train_config, init_distributed
+from blt.run import (
+    ENTROPY_SUBDIR,
+    copy_entropy_model,
+    load,
+    read_run_config,
+    write_run_config,
+)
+from blt.train import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    default_train_config,
+    init_distributed,
+)
+from blt.viz import PATCH_SIZE_CURVE_FILE, write_patch_size_curves
 
 CALIBRATION_ROWS = 64  # training sequences the entropy threshold is calibrated on
 
@@ -69,7 +101,8 @@ def _train_config(opts: RunOptions, base: TrainConfig) -> TrainConfig:
 
 
 def train_entropy_model(opts: RunOptions) -> TrainResult:
-    """Train (or resume) an entropy model into ``opts.out``."""
+    """Train (or resume) an entropy model into ``opts.out``, then plot the mean patch size it gives against
+    the threshold on a validation sample (``patch_size_vs_threshold.png`` and ``.json`` in the run)."""
     world = init_distributed()
     data = PreparedData.open(opts.data)
     if opts.resume:
@@ -85,7 +118,16 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
         world.barrier()
     model = EntropyModel(cfg).init_weights(seed=tcfg.seed)
     trainer = Trainer(EntropyModelObjective(model), data, tcfg, opts.out, world=world, progress=opts.progress)
-    return trainer.fit(resume=opts.resume)
+    result = trainer.fit(resume=opts.resume)
+    if world.is_main:  # the saved weights, whole even when training sharded them
+        device = next(model.parameters()).device
+        trained = load(opts.out, expect="entropy_model", device=device).model
+        sample, split = calibration_sample(data, tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed)
+        curves = patch_size_curves(trained.entropies(sample.to(device)).cpu())
+        curves["sample"] = f"{CALIBRATION_ROWS} random rows of {tcfg.seq_len} bytes of the {split} split of {opts.data}"
+        write_patch_size_curves(curves, opts.out / PATCH_SIZE_CURVE_FILE)
+    world.barrier()
+    return result
 
 
 def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=print) -> PrecomputedEntropies | None:
@@ -152,4 +194,64 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
     objective = BLTObjective(model, Patcher(cfg.patching, entropy_model))
     trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
+    return trainer.fit(resume=opts.resume)
+
+
+TOKENIZER_KINDS = ("bpe", "byte")
+
+
+def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int | None = None,
+                      tokenizer_file: Path | None = None, bpe_train_bytes: int = DEFAULT_BPE_TRAIN_BYTES,
+                      log=print) -> TrainResult:
+    """Train (or resume) a token baseline into ``opts.out``: ``tokenizer="bpe"`` (a byte-level BPE of
+    ``vocab_size`` tokens learned from up to ``bpe_train_bytes`` of the training split, or the one saved in
+    ``tokenizer_file``) or ``"byte"`` (the same model over raw bytes).
+
+    The model is `TokenModelConfig.preset(opts.preset)` (the global model of the BLT preset of that name).
+    It trains with BLT's training defaults for the preset, so it sees the same bytes per step and is
+    validated on the same bytes as a BLT run. Validation bytes per token are measured over the whole
+    validation split, logged and stored in config.json (``tokenizer.val_bytes_per_token``).
+    """
+    world = init_distributed()
+    main_log = log if world.is_main else (lambda message: None)
+    data = PreparedData.open(opts.data)
+    if not opts.resume:
+        if tokenizer not in TOKENIZER_KINDS:
+            raise ConfigError(f"tokenizer must be one of {list(TOKENIZER_KINDS)}, not {tokenizer!r}")
+        if tokenizer == "byte" and (vocab_size is not None or tokenizer_file is not None):
+            raise ConfigError("the byte baseline has a fixed vocabulary of 260 ids; drop --vocab-size and --tokenizer")
+        if any(o.split("=", 1)[0].strip() == "vocab_size" for o in opts.model_overrides):
+            raise ConfigError("set the vocabulary with --vocab-size (BPE), not --set vocab_size")
+        base = TokenModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
+        tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        if vocab_size is not None and tokenizer_file is not None:
+            raise ConfigError("pass --vocab-size to learn a BPE, or --tokenizer to use one, not both")
+        size = vocab_size or base.vocab_size
+        learn = tokenizer == "bpe" and tokenizer_file is None
+        if learn and size < MIN_BPE_VOCAB:
+            raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {size}")
+        if world.is_main:
+            tok = BPETokenizer.load(tokenizer_file) if tokenizer_file is not None else ByteTokenizer()
+            prepare_run_dir(opts.out, resume=False, force=opts.force)
+            if learn:
+                main_log(f"tokenizer: learning a byte-level BPE of {size:,} tokens from up to {bpe_train_bytes:,} "
+                         f"training bytes")
+                tok = train_bpe(data, size, max_bytes=bpe_train_bytes, seed=tcfg.seed)
+            if isinstance(tok, BPETokenizer):
+                tok.save(opts.out / TOKENIZER_FILE)
+            per_token, measured = measure_bytes_per_token(tok, validation_batches(data, tcfg.seq_len, tcfg.batch_size))
+            main_log(f"tokenizer: {tok.kind}, {tok.vocab_size:,} tokens, {per_token:.3f} bytes per token on the "
+                     f"validation split ({measured:,} bytes)")
+            info = {**tok.describe(), "val_bytes_per_token": per_token, "val_bytes": measured}
+            write_run_config(opts.out, "token_model", base.replace(vocab_size=tok.vocab_size),
+                             {"tokenizer": info, "train": tcfg.to_dict(), "data": str(opts.data)})
+        world.barrier()
+    record = read_run_config(opts.out)
+    if record["kind"] != "token_model":
+        raise BLTError(f"{opts.out} is not a token-model run; resume it with the command that made it")
+    cfg = TokenModelConfig.from_dict(record["model"])
+    tcfg = _train_config(opts, TrainConfig.from_dict(record["train"])) if opts.resume else TrainConfig.from_dict(record["train"])
+    tok = tokenizer_from_record(record, opts.out)
+    model = TokenLM(cfg).init_weights(seed=tcfg.seed)
+    trainer = Trainer(TokenObjective(model, tok), data, tcfg, opts.out, world=world, progress=opts.progress)
     return trainer.fit(resume=opts.resume)

@@ -2,7 +2,9 @@
 
 A run directory holds ``config.json`` (its kind, the model config, the training config), the final
 ``model.safetensors``, ``metrics.jsonl``, ``loss.png`` and ``checkpoints/``. A BLT run also holds a copy
-of the entropy model it was patched with under ``entropy_model/``, so one folder is the whole model.
+of the entropy model it was patched with under ``entropy_model/``, so one folder is the whole model. A
+token-model run (a baseline, `blt.baselines`) records its tokenizer in config.json (``"tokenizer":
+{"kind": "bpe" | "byte", ...}``) and keeps a BPE tokenizer beside the weights as ``tokenizer.json``.
 """
 
 from __future__ import annotations
@@ -11,39 +13,49 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from blt.baselines.model import TokenLM, TokenModelConfig
+from blt.baselines.tokenization import BaselineTokenizer, tokenizer_from_record
 from blt.checkpoint import latest_checkpoint, load_tensors
-from blt.fileio import atomic_write_text
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import CheckpointError, ConfigError
+from blt.fileio import atomic_write_text
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 
-RunKind = Literal["blt", "entropy_model"]
+RunKind = Literal["blt", "entropy_model", "token_model"]
+RUN_KINDS: tuple[str, ...] = get_args(RunKind)
+KIND_NAMES = {
+    "entropy_model": "an entropy-model run (from `blt train-entropy`)",
+    "blt": "a BLT run (from `blt train`)",
+    "token_model": "a token-model baseline run (from `blt train-baseline`)",
+}
 RUN_FORMAT_VERSION = 1
 ENTROPY_SUBDIR = "entropy_model"
 
 
 @dataclass
 class Run:
-    """A loaded run: the model (BLT or entropy model), its patcher's entropy model, and the configs."""
+    """A loaded run: the model (BLT, entropy model or token model), BLT's patcher's entropy model, a token
+    model's tokenizer, and the configs."""
 
     path: Path
     kind: RunKind
-    config: BLTConfig | EntropyModelConfig
+    config: BLTConfig | EntropyModelConfig | TokenModelConfig
     model: nn.Module
     entropy_model: EntropyModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    tokenizer: BaselineTokenizer | None = None
 
     @property
     def patcher(self) -> Patcher:
         if self.kind != "blt":
-            raise ConfigError(f"{self.path} is an entropy-model run; it has no patcher of its own")
+            raise ConfigError(f"{self.path} is {KIND_NAMES[self.kind]}; it has no patcher of its own")
         return Patcher(self.config.patching, self.entropy_model)
 
 
@@ -65,8 +77,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if record.get("kind") not in ("blt", "entropy_model"):
-        raise CheckpointError(f"{path} does not describe a blt or entropy-model run")
+    if record.get("kind") not in RUN_KINDS:
+        raise CheckpointError(f"{path} does not describe a blt, entropy-model or token-model run")
     return record
 
 
@@ -74,6 +86,9 @@ def build_model(kind: RunKind, model_config: dict[str, Any]) -> tuple[nn.Module,
     if kind == "blt":
         cfg = BLTConfig.from_dict(model_config)
         return ByteLatentTransformer(cfg), cfg
+    if kind == "token_model":
+        cfg = TokenModelConfig.from_dict(model_config)
+        return TokenLM(cfg), cfg
     cfg = EntropyModelConfig.from_dict(model_config)
     return EntropyModel(cfg), cfg
 
@@ -100,13 +115,13 @@ def load_weights(model: nn.Module, run_dir: Path, prefer_final: bool = True) -> 
 
 
 def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch.device = "cpu") -> Run:
-    """Load a run directory written by `blt train` or `blt train-entropy` (models in eval mode)."""
+    """Load a run directory written by `blt train`, `blt train-entropy` or `blt train-baseline` (models in
+    eval mode)."""
     run_dir = Path(run_dir)
     record = read_run_config(run_dir)
     kind = record["kind"]
     if expect is not None and kind != expect:
-        names = {"entropy_model": "an entropy-model run (from `blt train-entropy`)", "blt": "a BLT run (from `blt train`)"}
-        raise CheckpointError(f"{run_dir} is {names[kind]}, but {names[expect]} is needed here")
+        raise CheckpointError(f"{run_dir} is {KIND_NAMES[kind]}, but {KIND_NAMES[expect]} is needed here")
     model, cfg = build_model(kind, record["model"])
     source = load_weights(model, run_dir)
     entropy_model = None
@@ -114,9 +129,14 @@ def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch
         entropy_model = load(run_dir / ENTROPY_SUBDIR, expect="entropy_model", device=device).model
     elif kind == "entropy_model":
         entropy_model = model
+    tokenizer = tokenizer_from_record(record, run_dir) if kind == "token_model" else None
+    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
+        raise CheckpointError(f"{run_dir}: its tokenizer has {tokenizer.vocab_size} tokens but its model "
+                              f"{cfg.vocab_size}; the run directory is inconsistent")
     info = dict(record, weights=source)
     return Run(path=run_dir, kind=kind, config=cfg, model=model.to(device).eval(),
-               entropy_model=entropy_model.to(device).eval() if entropy_model is not None else None, info=info)
+               entropy_model=entropy_model.to(device).eval() if entropy_model is not None else None, info=info,
+               tokenizer=tokenizer)
 
 
 def copy_entropy_model(source_run: Path, run_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """Seeing patches: a text's bytes with their patch boundaries and entropies, as terminal text, as an
-entropy plot like Figure 4 of the BLT paper, or as a self-contained HTML page.
+entropy plot like Figure 4 of the BLT paper, or as a self-contained HTML page; and how the mean patch size
+of an entropy model grows with the threshold (`plot_patch_size_curves`).
 
 Every function takes the same three views of one text (the BOS patch is never shown):
 
@@ -29,18 +30,20 @@ from __future__ import annotations
 import functools
 import html
 import io
+import itertools
+import json
 import math
 import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 
-from blt.fileio import atomic_write_bytes
+from blt.fileio import atomic_write_bytes, atomic_write_text
 
 ArrayLike = Sequence[float] | Sequence[bool] | np.ndarray | torch.Tensor
 
@@ -180,7 +183,7 @@ def _cell_shade(shades: list[int], cell: _Cell) -> int:
 def _rgb(shade: int) -> tuple[int, int, int]:
     """The colormap at ``shade / (_SHADES - 1)``, linearly interpolated."""
     x = shade / (_SHADES - 1)
-    for (x0, c0), (x1, c1) in zip(_COLORMAP, _COLORMAP[1:]):
+    for (x0, c0), (x1, c1) in itertools.pairwise(_COLORMAP):
         if x <= x1:
             t = (x - x0) / (x1 - x0)
             return tuple(round(a + t * (b - a)) for a, b in zip(c0, c1))  # type: ignore[return-value]
@@ -358,7 +361,8 @@ def plot_entropies(
     threshold = _check_threshold(threshold)
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
-    from matplotlib.figure import Figure  # deferred: matplotlib takes a second to import
+    # Deferred: matplotlib takes a second to import.
+    from matplotlib.figure import Figure
 
     n = min(len(data), max_bytes)
     label_bytes = n <= PLOT_LABEL_BYTES
@@ -395,6 +399,63 @@ def plot_entropies(
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
         fig.savefig(buffer, format="png")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+PATCH_SIZE_CURVE_FILE = "patch_size_vs_threshold.png"  # in an entropy-model run, with its .json beside it
+_CURVE_TITLES = {"entropy": "global threshold θ_g", "monotonic": "monotonic threshold θ_r"}
+
+
+def plot_patch_size_curves(curves: dict[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+    """Plot mean patch size against the threshold, one panel per mode, as a PNG.
+
+    ``curves`` is what `blt.patching.calibration.patch_size_curves` returns. The patch-size axis is
+    logarithmic; each target size is a dotted line, and its calibrated threshold a labelled point (a target
+    out of reach on the sample has its line only). Written atomically without global pyplot state.
+    """
+    # Deferred: matplotlib takes a second to import.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    modes = curves.get("modes") or {}
+    if not modes or any(not data.get("curve") for data in modes.values()):
+        raise ValueError("curves must hold a non-empty curve per mode (from patch_size_curves)")
+    fig = Figure(figsize=(5.5 * len(modes), 4.2), dpi=120, layout="constrained")
+    axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)[0]
+    colors = ("tab:red", "tab:green", "tab:purple", "tab:orange")
+    for ax, (mode, data) in zip(axes, modes.items()):
+        thresholds, sizes = np.array(data["curve"], dtype=np.float64).T
+        ax.plot(thresholds, sizes, color="tab:blue", marker="o", markersize=2.5, linewidth=1.2, label="mean patch size")
+        for color, target in zip(colors * len(data["targets"]), data["targets"]):
+            reached = target["threshold"] is not None
+            ax.axhline(target["target"], color=color, linewidth=0.9, linestyle=":",
+                       label=None if reached else f"{target['target']:g} bytes: out of reach on this sample")
+            if not reached:
+                continue
+            ax.plot([target["threshold"]], [target["mean_patch_size"]], "o", color=color, markersize=6,
+                    label=f"{target['target']:g} bytes: θ = {target['threshold']:.3f}")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator([2.0**k for k in range(12)]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{_CURVE_TITLES.get(mode, mode)} (nats)")
+        ax.set_title(f"{mode} patching", fontsize=10)
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("mean patch size (bytes, log scale)")
+    fig.suptitle(title or f"Mean patch size against the threshold ({curves['bytes']:,} bytes in "
+                          f"{curves['sequences']:,} sequences)", fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_patch_size_curves(curves: dict[str, Any], path: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
+    """`plot_patch_size_curves` to ``path`` (a .png) and the curves as JSON beside it (same name, .json);
+    returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = atomic_write_text(path.with_suffix(".json"), json.dumps(curves, indent=1) + "\n")
+    return plot_patch_size_curves(curves, path, title=title), data
 
 
 # --- HTML ----------------------------------------------------------------------------------------

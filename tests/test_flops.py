@@ -1,5 +1,5 @@
 """FLOP accounting: hand counts, every weight matrix counted at its rate, the 6N rule, patch-size scaling,
-parameter counts of the 1b preset, and the `blt flops` command."""
+parameter counts of the 1b preset, the token baselines and model costs, and the `blt flops` command."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from blt.baselines import TokenLM, TokenModelConfig
 from blt.cli import main
 from blt.config import (
     BLTConfig,
@@ -17,14 +18,18 @@ from blt.config import (
     HashEmbeddingConfig,
     LocalDecoderConfig,
     LocalEncoderConfig,
+    PatchingConfig,
 )
 from blt.errors import ConfigError
 from blt.flops import (
+    blt_cost,
     blt_flops,
     blt_parameter_counts,
+    default_patch_size,
     entropy_model_flops,
     entropy_model_parameter_counts,
     mean_attended_keys,
+    token_model_cost,
     token_model_flops,
 )
 from blt.model import ByteLatentTransformer
@@ -203,3 +208,74 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# --- baselines and model costs ---------------------------------------------------------------------
+
+def test_hand_count_of_a_token_model():
+    # T = 16 bytes at 2 bytes per token -> 8 tokens; D = 8, 1 layer, FFN 16, V = 300.
+    cfg = TokenModelConfig(dim=8, n_layers=1, n_heads=2, ffn_dim=16, vocab_size=300)
+    cost = token_model_cost(cfg, bytes_per_token=2, seq_len=16)
+    c = cost.flops.components
+    assert c["transformer"].weights == 2 * (4 * 8 * 8 + 3 * 8 * 16) / 2 == 640  # per token / 2 bytes
+    assert c["transformer"].attention == 4 * 8 * ((8 + 1) / 2) / 2 == 72  # causal over 8 tokens
+    assert c["lm_head"].weights == 2 * 8 * 300 / 2 == 2400
+    assert cost.training == 3 * (640 + 72 + 2400) and cost.inference == 640 + 72 + 2400
+    assert cost.flops.seq_len == 16 and cost.bytes_per_step == 2
+    embedding, block, head = 300 * 8, 4 * 8 * 8 + 3 * 8 * 16 + 2 * 8, 8 + 8 * 300  # norms: 2 per block + final
+    assert cost.parameters == {"total": embedding + block + head, "embedding": embedding, "non_embedding": block + head}
+
+
+@pytest.mark.parametrize("name", ["tiny", "1b"])
+def test_token_baselines_follow_the_6n_rule_per_token(name):
+    cfg = TokenModelConfig.preset(name)
+    with torch.device("meta"):
+        model = TokenLM(cfg)
+    norms = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 1)
+    cost = token_model_cost(cfg, bytes_per_token=1.0, seq_len=2048)
+    assert 3 * cost.flops.weights == 6 * (cost.parameters["non_embedding"] - norms)
+    assert cost.parameters == model.parameter_counts()
+    per_byte = token_model_cost(cfg, bytes_per_token=4.4, seq_len=2048 * 4.4)  # the same 2048 tokens
+    assert per_byte.training * 4.4 == pytest.approx(cost.training)
+
+
+def test_1b_baselines_parameters_by_hand():
+    block = 4 * 2048 * 2048 + 3 * 2048 * 5632 + 2 * 2048  # the 1b global model's blocks
+    bpe = token_model_cost(TokenModelConfig.preset("1b"), 4.4, 24576)
+    assert bpe.parameters["non_embedding"] == 25 * block + 2048 + 2048 * 128256 == 1_547_278_336
+    assert bpe.parameters["embedding"] == 128256 * 2048
+    # BLT 1b (1.46 B non-embedding) at 4.5 bytes per patch against the Llama-3-style baseline at 4.4 bytes per
+    # token: the global model costs per byte what the baseline's blocks do; the local models add the rest.
+    blt = blt_cost(BLTConfig.preset("1b"), 4.5, 24576)
+    assert blt.parameters["non_embedding"] == 1_461_601_280
+    assert blt.flops.components["global"].weights == pytest.approx(
+        bpe.flops.components["transformer"].weights * 4.4 / 4.5, rel=1e-3)
+
+
+def test_blt_inference_adds_the_entropy_model_and_training_does_not():
+    cfg, ent = BLTConfig.preset("tiny"), EntropyModelConfig.preset("tiny")
+    with_patcher, alone = blt_cost(cfg, 6, 512, entropy_config=ent), blt_cost(cfg, 6, 512)
+    assert with_patcher.training == alone.training == 3 * alone.flops.forward
+    assert with_patcher.inference == pytest.approx(alone.inference + entropy_model_flops(ent, 512).forward)
+    static = cfg.replace(patching=PatchingConfig(mode="static", patch_size=4, target_patch_size=4.5))
+    assert blt_cost(static, seq_len=512, entropy_config=ent).inference == blt_cost(static, seq_len=512).inference
+    assert default_patch_size(static) == 4.0  # the preset's calibration target does not apply to static patches
+
+
+def test_cli_compares_blt_with_its_baselines(tmp_path, capsys):
+    out = tmp_path / "flops.json"
+    argv = ["flops", "--preset", "1b", "--baseline", "bpe", "--baseline", "byte", "--bytes-per-token", "4.4",
+            "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "bpe baseline 1b (128,256 BPE tokens, 4.40 bytes per token)" in text and "per byte, over the same T bytes" in text
+    result = json.loads(out.read_text())
+    bpe = token_model_cost(TokenModelConfig.preset("1b"), 4.4, 24576)
+    assert result["baselines"]["bpe"]["training"] == pytest.approx(bpe.training)
+    assert result["baselines"]["byte"]["bytes_per_step"] == 1.0
+    assert result["baselines"]["byte"]["parameters"]["embedding"] == 260 * 2048
+    assert main(["flops", "--preset", "tiny", "--baseline", "bpe", "--vocab-size", "1000", "--set", "token.n_layers=2",
+                 "--json", str(out)]) == 0
+    small = json.loads(out.read_text())["baselines"]["bpe"]
+    assert small["parameters"]["embedding"] == 1000 * 256 and small["flops"]["components"]["lm_head"]["weights"] == \
+        pytest.approx(2 * 256 * 1000 / 4.4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -9,7 +10,16 @@ import pytest
 import torch
 
 from blt.fileio import atomic_write_bytes as write_atomically
-from blt.viz import format_stats, patch_stats, plot_entropies, render_html, render_terminal
+from blt.patching.calibration import patch_size_curves
+from blt.viz import (
+    format_stats,
+    patch_stats,
+    plot_entropies,
+    plot_patch_size_curves,
+    render_html,
+    render_terminal,
+    write_patch_size_curves,
+)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -137,3 +147,15 @@ def test_write_atomically_leaves_nothing_behind_on_failure(tmp_path):
         write_atomically(tmp_path / "missing" / "x.html", b"x")
     assert write_atomically(tmp_path / "x.html", b"x").read_bytes() == b"x"
     assert [p.name for p in tmp_path.iterdir()] == ["x.html"]
+
+
+def test_patch_size_curves_are_plotted_with_their_numbers_beside(tmp_path):
+    H = torch.from_numpy(np.random.default_rng(0).gamma(1.5, 0.8, size=(4, 400)).astype(np.float32))
+    curves = patch_size_curves(H, targets=(4.5, 6, 8, 10_000), points=16)  # the last target is out of reach
+    png, numbers = write_patch_size_curves(curves, tmp_path / "run" / "patch_size_vs_threshold.png")
+    assert png == tmp_path / "run" / "patch_size_vs_threshold.png" and numbers == png.with_suffix(".json")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(numbers.read_text()) == curves
+    assert sorted(p.name for p in png.parent.iterdir()) == ["patch_size_vs_threshold.json", "patch_size_vs_threshold.png"]
+    with pytest.raises(ValueError, match="non-empty curve per mode"):
+        plot_patch_size_curves({"modes": {}}, tmp_path / "empty.png")

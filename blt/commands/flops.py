@@ -1,4 +1,5 @@
-"""`blt flops`: forward/training FLOPs per byte by component and parameter counts of a BLT config."""
+"""`blt flops`: forward/training FLOPs per byte by component and parameter counts of a BLT config, of the
+token baselines of the same preset, or of a trained run."""
 
 from __future__ import annotations
 
@@ -6,29 +7,46 @@ import argparse
 import json
 from pathlib import Path
 
+from blt.baselines.model import TokenModelConfig
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.flops import (
+    DEFAULT_BYTES_PER_TOKEN,
     FlopsPerByte,
-    blt_flops,
-    blt_parameter_counts,
+    ModelCost,
+    blt_cost,
+    cost_table,
     entropy_model_flops,
     entropy_model_parameter_counts,
     flops_table,
     format_flops,
+    run_cost,
+    token_model_cost,
 )
 
-_COUNT_ORDER = ("hash_embedding", "byte_embedding", "non_embedding", "encoder", "global_model", "decoder", "total")
+_COUNT_ORDER = ("hash_embedding", "byte_embedding", "embedding", "non_embedding", "encoder", "global_model", "decoder",
+                "total")
+TOKEN_PREFIX = "token."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help=f"BLT preset: {', '.join(BLTConfig.preset_names())} (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. global_model.n_layers=6 (repeatable)")
+                   help="override a BLT config value, e.g. global_model.n_layers=6, or a baseline's with the prefix "
+                        "token., e.g. token.n_layers=6 (repeatable)")
     p.add_argument("--patch-size", type=float, metavar="P",
                    help="mean patch size p in bytes (default: the config's target patch size, else 4.5)")
     p.add_argument("--seq-len", type=int, metavar="T", help="bytes per sequence for the attention terms (default: the config's max_seq_len)")
     p.add_argument("--entropy-preset", metavar="PRESET",
                    help=f"also count an entropy model: {', '.join(EntropyModelConfig.preset_names())}")
+    p.add_argument("--baseline", action="append", choices=["bpe", "byte"], default=[],
+                   help="also count this token baseline of the same preset (the BLT preset's global model over BPE "
+                        "tokens or raw bytes) over the same T bytes, and compare (repeatable)")
+    p.add_argument("--bytes-per-token", type=float, default=DEFAULT_BYTES_PER_TOKEN, metavar="B",
+                   help="mean bytes per BPE token (default: %(default)s, Llama 3's in the paper; a BPE run's measured "
+                        "value is tokenizer.val_bytes_per_token in its config.json)")
+    p.add_argument("--vocab-size", type=int, metavar="V", help="BPE vocabulary size (default: the preset's)")
+    p.add_argument("--run", type=Path, metavar="RUN", help="count a trained run instead (any kind; its measured patch "
+                   "size or bytes per token, its sequence length)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON here")
 
 
@@ -41,13 +59,32 @@ def _report(title: str, flops: FlopsPerByte, counts: dict[str, int], note: str =
     return f"{title}\nforward FLOPs per byte\n{flops_table(flops)}\n{note}parameters\n{_counts_text(counts)}"
 
 
+def _cost_report(title: str, cost: ModelCost) -> str:
+    note = f"inference with the entropy model: {format_flops(cost.inference)} per byte" if cost.patcher else ""
+    return _report(title, cost.flops, cost.parameters, note)
+
+
+def _run_report(args: argparse.Namespace) -> dict[str, object]:
+    cost = run_cost(args.run, bytes_per_step=args.patch_size, seq_len=args.seq_len)
+    unit = {"blt": "bytes per patch", "bpe": "bytes per token", "byte": "bytes per token"}.get(cost.name, "bytes per step")
+    print(_cost_report(f"{args.run} ({cost.name}): T = {cost.flops.seq_len:,} bytes, {cost.bytes_per_step:.2f} {unit}", cost))
+    return {"run": str(args.run), **cost.to_dict()}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.run is not None:
+        result = _run_report(args)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    token_overrides = [o[len(TOKEN_PREFIX):] for o in args.overrides if o.startswith(TOKEN_PREFIX)]
     cfg = BLTConfig.preset(args.preset)
-    if args.overrides:
-        cfg = cfg.with_overrides(args.overrides)
+    blt_overrides = [o for o in args.overrides if not o.startswith(TOKEN_PREFIX)]
+    if blt_overrides:
+        cfg = cfg.with_overrides(blt_overrides)
     ent_cfg = EntropyModelConfig.preset(args.entropy_preset) if args.entropy_preset else None
-    flops = blt_flops(cfg, patch_size=args.patch_size, seq_len=args.seq_len)
-    counts = blt_parameter_counts(cfg)
+    cost = blt_cost(cfg, patch_size=args.patch_size, seq_len=args.seq_len)
+    flops, counts = cost.flops, cost.parameters
     p, T = flops.bytes_per_step, flops.seq_len
     title = f"BLT {args.preset}: T = {T:,} bytes per sequence, mean patch size p = {p:.2f} ({T / p:,.1f} patches)"
     print(_report(title, flops, counts, f"global model per patch: {format_flops(flops.components['global'].total * p)} forward"))
@@ -60,6 +97,27 @@ def run(args: argparse.Namespace) -> int:
         print(_report(f"entropy model {args.entropy_preset} (window {ent_cfg.window})", ent_flops, ent_counts))
         print(f"BLT training + entropy model forward: {format_flops(flops.training + ent_flops.forward)} per byte")
         result["entropy_model"] = {"preset": args.entropy_preset, "flops": ent_flops.to_dict(), "parameters": ent_counts}
+        cost = blt_cost(cfg, patch_size=args.patch_size, seq_len=args.seq_len, entropy_config=ent_cfg)
+
+    if args.baseline:
+        token_cfg = TokenModelConfig.preset(args.preset).with_overrides(token_overrides)
+        costs = [cost]
+        for kind in dict.fromkeys(args.baseline):
+            if kind == "bpe":
+                base = token_cfg.replace(vocab_size=args.vocab_size) if args.vocab_size else token_cfg
+                baseline = token_model_cost(base, args.bytes_per_token, T, name="bpe")
+                what = f"{base.vocab_size:,} BPE tokens, {args.bytes_per_token:.2f} bytes per token"
+            else:
+                baseline = token_model_cost(token_cfg.replace(vocab_size=260), 1.0, T, name="byte")
+                what = "raw bytes"
+            print()
+            print(_cost_report(f"{kind} baseline {args.preset} ({what}): T = {T:,} bytes per sequence "
+                               f"({T / baseline.bytes_per_step:,.1f} tokens)", baseline))
+            costs.append(baseline)
+        print()
+        print("per byte, over the same T bytes")
+        print(cost_table(costs))
+        result["baselines"] = {c.name: c.to_dict() for c in costs[1:]}
 
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

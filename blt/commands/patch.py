@@ -10,6 +10,11 @@ per-byte entropies of every document of a prepared data directory and stores the
 (``DIR/entropies/<key>/``, see `blt.data.entropies`), so that `blt train` with that entropy model reads
 them instead of running the entropy model in the loop. It shows progress in bytes/s, can be interrupted
 and rerun to finish, and reuses finished work.
+
+`blt patch --entropy-model RUN --curve OUT.png [FILE | --text TEXT | --data DIR]` instead plots how the
+mean patch size grows with the threshold of global and monotonic patching, on the input or on a sample
+of DIR's validation rows, with the thresholds that give mean patch sizes of 4.5, 6 and 8 bytes; the
+numbers go to OUT.json beside it (`blt.patching.calibration.patch_size_curves`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from blt.data import PreparedData, precompute_entropies
 from blt.data.entropies import DEFAULT_BATCH_SIZE
 from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_write_bytes
-from blt.patching import EntropyModel, Patcher, calibrate_threshold_from_entropies, lengths_from_start_mask
+from blt.patching import (
+    EntropyModel,
+    Patcher,
+    calibrate_threshold_from_entropies,
+    lengths_from_start_mask,
+)
+from blt.patching.calibration import calibration_sample, patch_size_curves
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
 from blt.viz import (
@@ -37,12 +48,14 @@ from blt.viz import (
     plot_entropies,
     render_html,
     render_terminal,
+    write_patch_size_curves,
 )
 
 SHOWN_MODES = ("entropy", "monotonic", "combined", "space", "static", "byte")
 RELEASED_THRESHOLD = 1.335442066192627  # θ_g of the released BLT checkpoints
 DEFAULT_TARGET_PATCH_SIZE = 4.5
 MIN_CALIBRATION_BYTES = 2048  # shorter inputs give too few patches to calibrate a threshold on
+CURVE_ROWS = 64  # rows of the entropy model's training length that --curve --data measures on
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,8 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for training")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help=f"with --data: documents per entropy-model call (default: {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--device", help="with --data: where the entropy model runs (default: cuda if available, "
-                   "else cpu)")
+    p.add_argument("--device", help="with --data or --curve: where the entropy model runs (default: cuda if "
+                   "available, else cpu)")
+    p.add_argument("--curve", type=Path, metavar="OUT.png",
+                   help="instead, plot the mean patch size against the threshold (global and monotonic modes) on "
+                        f"the input, or on {CURVE_ROWS} validation rows of --data DIR, and write the numbers to "
+                        "OUT.json")
     p.add_argument("--entropy-model", required=True, type=Path, metavar="RUN",
                    help="entropy-model run (from `blt train-entropy`), or a BLT run that carries one")
     size = p.add_mutually_exclusive_group()
@@ -225,6 +242,18 @@ def use_color(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+def choose_device(args: argparse.Namespace) -> torch.device:
+    """--device, else cuda when available, else cpu."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise BLTError(f"--device {args.device!r} is not a device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BLTError("--device cuda: this machine has no CUDA device (or this torch was built without CUDA)")
+    return device
+
+
 def precompute(args: argparse.Namespace) -> int:
     """``--data DIR``: store the entropy model's per-byte entropies of DIR's documents beside its shards."""
     shown_only = {"FILE": args.file, "--text": args.text, "--threshold": args.threshold,
@@ -238,13 +267,7 @@ def precompute(args: argparse.Namespace) -> int:
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     if batch_size < 1:
         raise BLTError(f"--batch-size must be at least 1, got {batch_size}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise BLTError(f"--device {args.device!r} is not a device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BLTError("--device cuda: this machine has no CUDA device (or this torch was built without CUDA)")
+    device = choose_device(args)
     data = PreparedData.open(args.data)
     entropy_model, _ = load_entropy_model(args.entropy_model)
     report = precompute_entropies(data, entropy_model.to(device), source=args.entropy_model, batch_size=batch_size)
@@ -258,7 +281,50 @@ def precompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def curve(args: argparse.Namespace) -> int:
+    """``--curve OUT.png``: the mean patch size against the threshold, on the input or on --data's rows."""
+    options = {"--threshold": args.threshold, "--target-patch-size": args.target_patch_size,
+               "--relative-threshold": args.relative_threshold, "--mode": args.mode, "--patch-size": args.patch_size,
+               "--png": args.png, "--html": args.html, "--batch-size": args.batch_size}
+    given = [flag for flag, value in options.items() if value is not None]
+    if given:
+        raise BLTError(f"{given[0]} does not go with --curve: the curve sweeps the thresholds of the global and "
+                       "monotonic modes")
+    if args.curve.suffix.lower() != ".png":
+        raise BLTError(f"--curve {args.curve} must name a .png file (the numbers go to a .json beside it)")
+    if args.data is not None and (args.file is not None or args.text is not None):
+        raise BLTError("give one sample for --curve: FILE, --text or --data, not several")
+    check_options(args)
+    device = choose_device(args)
+    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    max_patch_length = args.max_patch_length or (run_patching.max_patch_length if run_patching else None)
+    if args.data is not None:
+        seq_len = entropy_model.cfg.max_seq_len
+        sample, split = calibration_sample(PreparedData.open(args.data), seq_len, CURVE_ROWS)
+        source = f"{CURVE_ROWS} random rows of {seq_len} bytes of the {split} split of {args.data}"
+    else:
+        data, source = read_input(args)
+        sample = encode(data)[None]  # (1, T)
+    entropies = entropy_model.to(device).entropies(sample.to(device)).cpu()  # (B, T)
+    try:
+        curves = patch_size_curves(entropies, max_patch_length=max_patch_length)
+    except ValueError as err:  # a sample too short to measure
+        raise BLTError(f"{source}: {err}") from None
+    curves["sample"] = source
+    png, numbers = write_patch_size_curves(curves, args.curve)
+    cap = f", patches split at {max_patch_length} bytes" if max_patch_length else ""
+    print(f"{source}: mean patch size against the threshold ({curves['bytes']:,} bytes{cap})")
+    for mode, name in (("entropy", "global θ_g"), ("monotonic", "monotonic θ_r")):
+        targets = [f"{t['target']:g} bytes at {t['threshold']:.4g}" if t["threshold"] is not None
+                   else f"{t['target']:g} bytes out of reach" for t in curves["modes"][mode]["targets"]]
+        print(f"  {name:<14} " + ", ".join(targets))
+    print(f"wrote {png} and {numbers}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.curve is not None:
+        return curve(args)
     if args.data is not None:
         return precompute(args)
     if args.batch_size is not None or args.device is not None:

@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,6 @@ _MIN_PART_VALUES = 2**20  # values per part file (2 MiB) at least: what a crash 
 _MAX_PARTS = 1024  # ... but about this many parts at most, since the manifest is rewritten after each
 _MAX_BATCH_IDS = 2**20  # documents x padded length per entropy-model call (bounds memory)
 _MAX_PADDING = 1.25  # padded ids per document id in one call, at most (padding is computed too)
-_MIN_CHUNK_LEN = 256  # shorter chunks cost more in per-call overhead than they save in attention
 _OWN_FILE = re.compile(r"^\.?(manifest\.json|(train|val)-\d{5}\.f16)(\.[0-9a-f]+\.tmp)?$")
 
 
@@ -283,7 +282,7 @@ def precompute_entropies(
             model_config=entropy_model.cfg.to_dict(), data_fingerprint=fingerprint, part_values=part_values,
             parts={split: tuple(part for (s, _), part in sorted(finished.items()) if s == split) for split in SPLITS},
             complete=complete, created_by=f"blt {__version__}",
-            updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         atomic_write_text(root / MANIFEST_NAME, manifest.to_json())
 
@@ -343,13 +342,6 @@ def _remove_own_files(root: Path, temporaries_only: bool) -> None:
             entry.unlink()
 
 
-def _chunk_len(model: EntropyModel) -> int | None:
-    """Chunk length for `EntropyModel.entropies`: about the attention window, since a chunk attends to
-    itself and the window before it (the result is exact for any chunk length)."""
-    window = model.cfg.window
-    return None if window is None else min(model.cfg.chunk_len, max(window, _MIN_CHUNK_LEN))
-
-
 def _batches(sizes: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Indices of documents (``sizes`` in ids) grouped for one entropy-model call each, shortest first:
     at most ``batch_size`` documents, at most `_MAX_BATCH_IDS` ids once padded to the longest (a longer
@@ -386,8 +378,8 @@ def _part_entropies(model: EntropyModel, docs: Split, first: int, stop: int, bat
             ids[row, 0], ids[row, n - 1] = BOS_ID, EOS_ID
             ids[row, 1:n - 1] = docs[first + d]
             ids[row, 1:n - 1] += OFFSET
-        entropies = model.entropies(torch.from_numpy(ids).to(device), chunk_len=_chunk_len(model),
-                                    batch_size=len(group)).cpu().numpy()  # (B, T) float32
+        # The model picks its chunk length for the number of rows (`EntropyModel.default_chunk_len`).
+        entropies = model.entropies(torch.from_numpy(ids).to(device), batch_size=len(group)).cpu().numpy()  # (B, T)
         for row, d in enumerate(group.tolist()):
             out[offsets[d]:offsets[d + 1]] = entropies[row, :sizes[d]]
         on_bytes(int(sizes[group].sum()) - 2 * len(group))

@@ -9,6 +9,7 @@ import torch
 
 from blt.data import PreparedData, validation_batches
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
+from blt.objectives import TokenObjective
 from blt.run import Run
 from blt.tokenizer import PAD_ID
 
@@ -20,6 +21,7 @@ class EvalResult:
     sequences: int
     mean_patch_size: float | None  # bytes per patch after each row's BOS patch (BLT runs)
     global_steps_per_byte: float | None  # patches per position (BOS patches included; padding not) (BLT runs)
+    bytes_per_token: float | None = None  # counted byte targets per counted token target (token-model runs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -28,10 +30,15 @@ class EvalResult:
 @torch.no_grad()
 def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
                  split: str = "val") -> EvalResult:
-    """One deterministic pass over ``split`` (or its first ``max_batches`` batches)."""
+    """One deterministic pass over ``split`` (or its first ``max_batches`` batches).
+
+    A token-model run scores the same byte rows through its tokenizer, with the convention of
+    `blt.objectives.TokenObjective`: token NLL over the rows' data bytes and EOS.
+    """
     it = validation_batches(data, seq_len, batch_size, split=split)
     patcher = run.patcher if run.kind == "blt" else None
     loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
+    token_targets = 0
     for i, ids in enumerate(it):
         if max_batches is not None and i >= max_batches:
             break
@@ -41,9 +48,13 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
             patches_after_bos += int((lengths[:, 1:] > 0).sum())
             patches += int((lengths > 0).sum())
             data_bytes += int(lengths[:, 1:].sum())
+            loss_sum += float(next_byte_loss(logits, ids, reduction="sum"))
+        elif run.kind == "token_model":
+            loss, extras = TokenObjective(run.model, run.tokenizer).loss_sum(run.model, ids)
+            loss_sum += float(loss)
+            token_targets += int(extras["tokens"])
         else:
-            logits = run.model(ids)
-        loss_sum += float(next_byte_loss(logits, ids, reduction="sum"))
+            loss_sum += float(next_byte_loss(run.model(ids), ids, reduction="sum"))
         targets += int(byte_loss_mask(ids[:, 1:]).sum())
         sequences += ids.shape[0]
         positions += int((ids != PAD_ID).sum())
@@ -55,4 +66,5 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         sequences=sequences,
         mean_patch_size=data_bytes / patches_after_bos if patcher is not None and patches_after_bos else None,
         global_steps_per_byte=patches / positions if patcher is not None else None,
+        bytes_per_token=targets / token_targets if token_targets else None,
     )

@@ -14,6 +14,10 @@ number of bytes per global step, which sets the global model's compute per byte.
 >>> theta = calibrate_threshold_from_entropies(H, target_patch_size=4.5)
 >>> patch_lengths_from_entropies(H, theta).tolist(), round(theta, 2)
 ([[1, 3, 6]], 2.75)
+
+`patch_size_curve` measures the mean patch size over a sweep of thresholds (the curve that calibration
+inverts), and `patch_size_curves` gathers the curves of the global and monotonic modes with the thresholds
+calibrated to the usual targets, for a plot (`blt.viz.write_patch_size_curves`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
-from blt.errors import BLTError
+from blt.data import ByteBatchIterator, PreparedData
+from blt.errors import BLTError, DataError
 from blt.patching.patchers import (
     _check_entropies,
     _comparison_dtype,
@@ -36,6 +43,8 @@ from blt.patching.patchers import (
 )
 
 CALIBRATION_MODES = ("entropy", "monotonic", "combined")
+CURVE_MODES = ("entropy", "monotonic")  # the modes `patch_size_curves` sweeps
+CURVE_TARGETS = (4.5, 6.0, 8.0)  # mean patch sizes of the paper's scaling study
 
 
 def mean_patch_size(patch_lengths: torch.Tensor) -> float:
@@ -68,6 +77,22 @@ def _stack(entropies: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tens
     lengths = torch.tensor([r.numel() for r in rows], device=padded.device)
     valid = torch.arange(padded.shape[1], device=padded.device) < lengths[:, None]
     return padded, valid
+
+
+def _scores(padded: torch.Tensor, valid: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores compared with the threshold in ``mode`` (entropies, or entropy differences in monotonic
+    mode) and the mask of those that decide a real byte's start: (B, T - 2) or (B, T - 3) each."""
+    if mode == "monotonic":
+        return _relative_scores(padded), valid[:, 3:]  # the scores that decide bytes 3 .. T-1
+    return padded[:, 1:-1].to(_comparison_dtype(padded)), valid[:, 2:]  # ... bytes 2 .. T-1
+
+
+def _start_mask(padded: torch.Tensor, mode: str, theta: float, relative_threshold: float | None = None) -> torch.Tensor:
+    if mode == "monotonic":
+        return start_mask_monotonic(padded, theta)
+    if mode == "combined":
+        return start_mask_combined(padded, theta, relative_threshold)
+    return start_mask_global(padded, theta)
 
 
 def _threshold_between(low: float | None, high: float | None, dtype: torch.dtype) -> float:
@@ -134,18 +159,10 @@ def calibrate_threshold_from_entropies(
         raise ValueError("relative_threshold (θ_r) is needed in combined mode and only there")
     target = float(target_patch_size)
     padded, valid = _stack(entropies)
-
-    if mode == "monotonic":
-        scores, scored = _relative_scores(padded), valid[:, 3:]  # the scores that decide bytes 3 .. T-1
-    else:
-        scores, scored = padded[:, 1:-1].to(_comparison_dtype(padded)), valid[:, 2:]  # ... bytes 2 .. T-1
+    scores, scored = _scores(padded, valid, mode)
 
     def start_mask(theta: float) -> torch.Tensor:
-        if mode == "monotonic":
-            return start_mask_monotonic(padded, theta)
-        if mode == "combined":
-            return start_mask_combined(padded, theta, relative_threshold)
-        return start_mask_global(padded, theta)
+        return _start_mask(padded, mode, theta, relative_threshold)
 
     candidates = torch.unique(scores[scored]).tolist()  # sorted ascending
     if not candidates:
@@ -194,3 +211,107 @@ def calibrate_threshold_from_entropies(
                    f"{mean_at(below):.4g} (threshold {threshold(below):.9g}) and {mean_at(above):.4g} "
                    f"(threshold {threshold(above):.9g}), because many bytes share the same score; calibrate on "
                    "a larger or more varied sample, or raise tol")
+
+
+# --- the patch size against the threshold --------------------------------------------------------
+
+def patch_size_curve(
+    entropies: torch.Tensor | Sequence[torch.Tensor],
+    mode: str = "entropy",
+    thresholds: Sequence[float] | None = None,
+    *,
+    points: int = 48,
+    largest: float = 64.0,
+    max_patch_length: int | None = None,
+) -> list[tuple[float, float]]:
+    """The `mean_patch_size` of a sample at each threshold: ``[(threshold, mean patch size), ...]``,
+    thresholds ascending.
+
+    entropies: (B, T) float, or a list of 1-D float tensors; each sequence starts with BOS.
+    mode: "entropy" sweeps θ_g (global threshold), "monotonic" θ_r.
+    thresholds: where to measure; by default ``points`` quantiles (repeats removed) of the scores that
+        decide starts (the entropies, or their differences in monotonic mode), at levels that aim at mean
+        patch sizes log-spaced from 1 to about ``largest`` bytes.
+    max_patch_length: applied while measuring, as it will be when patching.
+
+    A byte starts a patch when its score exceeds the threshold, so a higher threshold never gives more
+    patches: the mean patch size never decreases along the curve.
+
+    >>> H = torch.tensor([[2.0, 0.5, 0.4, 3.0, 0.2, 0.1, 0.1, 2.5, 0.3, 0.2]])
+    >>> patch_size_curve(H, thresholds=[0.0, 1.0, 2.75, 3.5])
+    [(0.0, 1.0), (1.0, 3.0), (2.75, 4.5), (3.5, 9.0)]
+    """
+    if mode not in CURVE_MODES:
+        raise ValueError(f"mode must be one of {list(CURVE_MODES)}, got {mode!r}")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    if not (isinstance(largest, numbers.Real) and largest > 1):
+        raise ValueError(f"largest is a patch size in bytes > 1 (e.g. 64), got {largest!r}")
+    padded, valid = _stack(entropies)
+    bytes_after_bos = int(valid[:, 1:].sum())
+    if bytes_after_bos == 0:
+        raise ValueError("the sample has no bytes after BOS to measure; use sequences of at least 2 ids")
+    if thresholds is None:
+        scores, scored = _scores(padded, valid, mode)
+        values = scores[scored].double().cpu().numpy()
+        if values.size == 0:
+            raise ValueError("the sample is too short for a curve: no byte's start depends on the threshold "
+                             "(sequences need at least 3 bytes, 4 in monotonic mode)")
+        # About one score in s exceeds the quantile at level 1 - 1/s, giving patches of about s bytes:
+        # s log-spaced spreads the points evenly over a log patch-size axis.
+        levels = 1.0 - 1.0 / np.geomspace(1.0, min(largest, values.size), points)
+        thresholds = np.unique(np.quantile(values, levels)).tolist()
+    else:
+        thresholds = sorted(float(t) for t in thresholds)
+        if not all(math.isfinite(t) for t in thresholds):
+            raise ValueError(f"thresholds must be finite numbers, got {thresholds}")
+    curve = []
+    for theta in thresholds:
+        mask = _start_mask(padded, mode, theta)
+        if max_patch_length is not None:
+            mask = cap_start_mask(mask, max_patch_length)
+        curve.append((theta, bytes_after_bos / int((mask & valid)[:, 1:].sum())))
+    return curve
+
+
+def patch_size_curves(
+    entropies: torch.Tensor | Sequence[torch.Tensor],
+    targets: Sequence[float] = CURVE_TARGETS,
+    *,
+    points: int = 48,
+    max_patch_length: int | None = None,
+) -> dict[str, Any]:
+    """`patch_size_curve` of the global and monotonic modes, and the threshold of each mode calibrated to
+    each target (`calibrate_threshold_from_entropies`), as a dict ready for JSON and for
+    `blt.viz.plot_patch_size_curves`::
+
+        {"sequences": B, "bytes": bytes after BOS, "max_patch_length": ..., "modes": {"entropy": {
+            "curve": [[threshold, mean patch size], ...],
+            "targets": [{"target": 4.5, "threshold": θ or None, "mean_patch_size": m or None,
+                         "note": why there is no threshold, or None}, ...]}, "monotonic": {...}}}
+    """
+    padded, valid = _stack(entropies)
+    modes = {}
+    for mode in CURVE_MODES:
+        curve = patch_size_curve(entropies, mode, points=points, max_patch_length=max_patch_length)
+        calibrated = []
+        for target in targets:
+            try:
+                theta = calibrate_threshold_from_entropies(entropies, target, mode, max_patch_length=max_patch_length)
+            except ValueError as err:  # out of reach on this sample (BLTError is a ValueError)
+                calibrated.append({"target": float(target), "threshold": None, "mean_patch_size": None, "note": str(err)})
+                continue
+            size = patch_size_curve(entropies, mode, [theta], max_patch_length=max_patch_length)[0][1]
+            calibrated.append({"target": float(target), "threshold": theta, "mean_patch_size": size, "note": None})
+        modes[mode] = {"curve": [[theta, size] for theta, size in curve], "targets": calibrated}
+    return {"sequences": int(padded.shape[0]), "bytes": int(valid[:, 1:].sum()), "max_patch_length": max_patch_length,
+            "modes": modes}
+
+
+def calibration_sample(data: PreparedData, seq_len: int, rows: int, seed: int = 0) -> tuple[torch.Tensor, str]:
+    """``rows`` rows of ``seq_len`` ids drawn from the validation split of ``data`` (from the training
+    split when validation holds less than one row), and the split's name. (rows, seq_len) long."""
+    try:
+        return next(ByteBatchIterator(data, "val", seq_len=seq_len, batch_size=rows, seed=seed)), "val"
+    except DataError:  # no validation split, or one shorter than a row
+        return next(ByteBatchIterator(data, "train", seq_len=seq_len, batch_size=rows, seed=seed)), "train"

@@ -10,7 +10,6 @@ import torch
 from blt.config import EntropyModelConfig
 from blt.patching.entropy_model import EntropyModel, entropy_from_logits
 from blt.tokenizer import BOS_ID, EOS_ID
-
 from tests.helpers import random_ids
 
 
@@ -65,3 +64,56 @@ def test_entropy_range(model):
 def test_bad_shapes(model):
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         model.entropies(torch.ones(2, 3, 4, dtype=torch.long))
+
+
+def test_default_chunk_length_is_exact_for_every_batch_shape(model):
+    """`default_chunk_len` depends on the rows per call; every choice gives one full pass's entropies,
+    with documents starting and ending anywhere (the one-document mask is shared, the others are built)."""
+    gen = torch.Generator().manual_seed(4)
+    ids = random_ids(5, 90, gen)
+    ids[0, 9], ids[0, 10] = EOS_ID, BOS_ID  # a document boundary at a chunk edge
+    ids[3, 50], ids[3, 51] = EOS_ID, BOS_ID
+    ids[4, 70:] = 0  # padding after an EOS, as `blt patch --data` batches documents
+    ids[4, 69] = EOS_ID
+    with torch.no_grad():
+        full = entropy_from_logits(model(ids))
+    for batch_size in (1, 2, 5):
+        torch.testing.assert_close(model.entropies(ids, batch_size=batch_size), full, atol=1e-5, rtol=0)
+
+
+def test_default_chunk_length_follows_rows_window_and_config():
+    cfg = EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=256, chunk_len=2048)
+    model = EntropyModel(cfg)
+    assert [model.default_chunk_len(rows) for rows in (1, 2, 4, 8, 64)] == [512, 256, 128, 64, 64]
+    assert EntropyModel(cfg.replace(chunk_len=100)).default_chunk_len(1) == 100
+    assert EntropyModel(cfg.replace(window=16)).default_chunk_len(1) == 32
+    assert EntropyModel(cfg.replace(window=None)).default_chunk_len(64) == 2048  # full causal: one pass anyway
+
+
+def test_low_precision_entropies_are_close_to_float32(model):
+    """bf16/fp16 compute (autocast) moves entropies by hundredths of a nat; the result is still float32."""
+    ids = random_ids(3, 100, torch.Generator().manual_seed(5))
+    exact = model.entropies(ids)
+    for dtype in (torch.bfloat16, torch.float16):
+        low = model.entropies(ids, dtype=dtype)
+        assert low.dtype == torch.float32 and low.shape == exact.shape
+        torch.testing.assert_close(low, exact, atol=0.05, rtol=0)
+        assert (low - exact).abs().mean() < 0.01
+    torch.testing.assert_close(model.entropies(ids, dtype=torch.bfloat16, chunk_len=7),
+                               model.entropies(ids, dtype=torch.bfloat16), atol=0.05, rtol=0)
+
+
+def test_a_model_without_layers_chunks_too():
+    model = EntropyModel(EntropyModelConfig(dim=16, n_layers=0, n_heads=2, window=4, chunk_len=8)).init_weights(seed=0)
+    ids = random_ids(2, 30, torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = entropy_from_logits(model(ids))
+    torch.testing.assert_close(model.entropies(ids, chunk_len=3), full, atol=1e-6, rtol=0)
+
+
+def test_bad_options(model):
+    ids = random_ids(1, 10, torch.Generator().manual_seed(7))
+    with pytest.raises(ValueError, match="dtype must be"):
+        model.entropies(ids, dtype=torch.float64)
+    with pytest.raises(ValueError, match="batch_size and chunk_len must be >= 1"):
+        model.entropies(ids, batch_size=0)

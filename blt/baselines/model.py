@@ -1,0 +1,101 @@
+"""The token baselines' model: a Llama-style decoder over tokens, built from the same blocks as BLT's global
+model (`blt.model.layers`): token embedding -> pre-norm blocks (RMSNorm, RoPE, SwiGLU) -> RMSNorm -> LM head.
+
+Over BPE tokens it is the paper's Llama baseline; over bytes (`ByteTokenizer`, 260 ids) it is a plain
+byte-level transformer. Attention is causal within a document (documents end at EOS, id 2 in both
+vocabularies), like every other model in blt.
+
+>>> cfg = TokenModelConfig.preset("tiny").replace(vocab_size=260)
+>>> TokenLM(cfg).init_weights(seed=0)(torch.tensor([[1, 76, 109]])).shape
+torch.Size([1, 3, 260])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from blt.config import BLTConfig, TransformerConfig, _require
+from blt.errors import ConfigError
+from blt.model.layers import (
+    RMSNorm,
+    TransformerStack,
+    embedding_init,
+    linear_init,
+    local_attention_mask,
+    seeded,
+)
+from blt.tokenizer import VOCAB_SIZE, document_ids
+
+# BPE vocabulary of each preset: small vocabularies for the CPU presets, Llama 3's 128,256 for the paper sizes.
+PRESET_VOCAB_SIZES = {"tiny": 4096, "small": 8192, "1b": 128256, "8b": 128256}
+
+
+@dataclass(frozen=True)
+class TokenModelConfig(TransformerConfig):
+    """A Llama-style decoder over tokens (a baseline); the block fields are those of `TransformerConfig`."""
+
+    dim: int = 256
+    n_layers: int = 4
+    vocab_size: int = 4096  # tokens: 260 for the byte model; the BPE tokenizer's size (>= 260) otherwise
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.vocab_size >= VOCAB_SIZE,
+                 f"TokenModelConfig: vocab_size must be >= {VOCAB_SIZE} (4 specials + 256 bytes), got {self.vocab_size}")
+
+    @classmethod
+    def preset(cls, name: str) -> TokenModelConfig:
+        """The global model of the BLT preset of the same name, over ``PRESET_VOCAB_SIZES[name]`` BPE tokens."""
+        if name not in PRESET_VOCAB_SIZES:
+            raise ConfigError(f"unknown baseline preset {name!r}; choose one of {sorted(PRESET_VOCAB_SIZES)}")
+        blocks = BLTConfig.preset(name).global_model.to_dict()
+        return cls(**blocks, vocab_size=PRESET_VOCAB_SIZES[name])
+
+    @staticmethod
+    def preset_names() -> list[str]:
+        return sorted(PRESET_VOCAB_SIZES)
+
+
+class TokenLM(nn.Module):
+    """``forward(tokens[B, N]) -> logits[B, N, V]``; logits at position n predict token n + 1."""
+
+    def __init__(self, cfg: TokenModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.transformer = TransformerStack(cfg)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (B, N), got shape {tuple(tokens.shape)}")
+        x = self.embedding(tokens)  # (B, N) -> (B, N, D)
+        rope = self.transformer.rope(torch.arange(tokens.shape[1], device=tokens.device))
+        mask = local_attention_mask(document_ids(tokens), self.cfg.window)
+        for layer in self.transformer.layers:
+            x = layer(x, rope, mask)
+        return self.output(self.norm(x))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> TokenLM:
+        """The reference init (as `blt.EntropyModel`): truncated normal, std d^-0.5."""
+        with seeded(seed):
+            embedding_init(self.embedding, self.cfg.dim)
+            self.transformer.init_weights()
+            self.norm.init_weights()
+            linear_init(self.output)
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        return token_parameter_counts(self)
+
+
+def token_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """``total``, ``embedding`` (the input token table, a lookup) and ``non_embedding`` (blocks, norms, LM head)."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.embedding.weight.numel()
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}

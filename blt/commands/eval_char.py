@@ -1,0 +1,216 @@
+"""`blt eval-char RUN [--baseline RUN]`: CUTE-style character-level tasks and robustness to noisy input.
+
+Prints a table per task (exact match of greedy answers and candidate-ranking accuracy, for the run and the
+baseline), optionally one per noise type (`--noise`), and writes both as JSON and a bar chart (by default
+``RUN/eval_char.json`` and ``RUN/eval_char.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from blt.errors import BLTError
+from blt.evaluate.char_tasks import (
+    TASKS,
+    WordSplit,
+    default_words,
+    evaluate_tasks,
+    load_split,
+    make_task_set,
+    split_words,
+)
+from blt.evaluate.finetune import WORDS_FILE
+from blt.evaluate.noise import CHOICES, NOISES, evaluate_noise, passages
+from blt.evaluate.scoring import scorer_for
+from blt.fileio import atomic_write_bytes, atomic_write_text
+from blt.run import load
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="run directory (BLT, entropy model or token-model baseline)")
+    p.add_argument("--baseline", type=Path, help="a second run to compare with (e.g. the BPE baseline at equal FLOPs)")
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), metavar="TASK",
+                   help=f"tasks to run (default: all: {', '.join(TASKS)})")
+    p.add_argument("--no-tasks", action="store_true", help="skip the tasks (with --noise: only the noise evaluation)")
+    p.add_argument("--examples", type=int, default=50, help="held-out examples per task (default: %(default)s)")
+    p.add_argument("--shots", type=int, default=3, help="solved examples before each question (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the examples and the noise (default: %(default)s)")
+    p.add_argument("--words", type=Path, help="word list, one a line (default: the run's saved split from "
+                   "`blt finetune`, else /usr/share/dict/words, else the most frequent words of the run's data)")
+    p.add_argument("--held-out-fraction", type=float, default=0.2, help="words held out from finetuning (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0, help="seeds the word split (default: %(default)s)")
+    p.add_argument("--no-greedy", action="store_true", help="ranking only, no greedy generation (faster)")
+    p.add_argument("--noise", action="store_true", help=f"also evaluate under each noise: {', '.join(NOISES)}")
+    p.add_argument("--noise-text", type=Path, nargs="+", metavar="FILE",
+                   help="texts to noise (default: the validation split of the run's data)")
+    p.add_argument("--passages", type=int, default=48, help="passages for the noise evaluation (default: %(default)s)")
+    p.add_argument("--json", type=Path, help="where to write the results (default: RUN/eval_char.json)")
+    p.add_argument("--png", type=Path, help="where to draw the bar chart (default: RUN/eval_char.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def word_split(args: argparse.Namespace, run) -> tuple[WordSplit, str]:
+    saved = Path(args.run) / WORDS_FILE
+    if args.words is None and saved.is_file():
+        return load_split(saved)
+    words, source = default_words(run.info.get("data"), args.words)
+    return split_words(words, args.held_out_fraction, args.split_seed), source
+
+
+def noise_texts(args: argparse.Namespace, run, limit: int) -> tuple[list[bytes], str]:
+    if args.noise_text:
+        return [Path(f).read_bytes() for f in args.noise_text], ", ".join(str(f) for f in args.noise_text)
+    data_dir = run.info.get("finetune", {}).get("init_data") or run.info.get("data")
+    if data_dir is None:
+        raise BLTError(f"{args.run} does not record its data; pass --noise-text FILE")
+    from blt.data import PreparedData
+
+    split = PreparedData.open(Path(data_dir)).split("val")
+    return [bytes(split[i]) for i in range(min(len(split), limit))], f"the validation split of {data_dir}"
+
+
+def labels(paths: list[Path]) -> list[str]:
+    names = [p.name or str(p) for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def task_table(report: dict) -> str:
+    names = list(report["models"])
+    rows = [["task", "chance"] + [f"{n} {m}" for n in names for m in ("exact", "rank")]]
+    tasks = report["settings"]["tasks"]
+    for task in tasks + ["average"]:
+        row = [task, _pct(report["chance"][task])]
+        for n in names:
+            score = report["models"][n]["tasks"][task]
+            row += [_pct(score["exact_match"]), _pct(score["ranking_accuracy"])]
+        rows.append(row)
+    return _format(rows)
+
+
+def noise_table(report: dict) -> str:
+    names = list(report["models"])
+    rows = [["noise"] + [f"{n} {m}" for n in names for m in ("bpb", "acc")]]
+    for i, result in enumerate(report["models"][names[0]]["noise"]):
+        row = [result["noise"]]
+        for n in names:
+            r = report["models"][n]["noise"][i]
+            row += [f"{r['bits_per_byte']:.3f}", _pct(r["ranking_accuracy"])]
+        rows.append(row)
+    return _format(rows)
+
+
+def _format(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+def plot(report: dict, path: Path) -> Path:
+    """Grouped bars: ranking accuracy and exact match per task and model; accuracy per noise type."""
+    # Deferred: matplotlib takes a second to import.
+    from matplotlib.figure import Figure
+
+    names = list(report["models"])
+    panels = (["tasks"] if report["settings"]["tasks"] else []) + (["noise"] if report["settings"]["noise"] else [])
+    fig = Figure(figsize=(12, 4 * len(panels)), dpi=110, layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        if panel == "tasks":
+            groups = report["settings"]["tasks"] + ["average"]
+            series = [(f"{n} rank", [report["models"][n]["tasks"][t]["ranking_accuracy"] for t in groups]) for n in names]
+            if not report["settings"]["no_greedy"]:
+                series += [(f"{n} exact", [report["models"][n]["tasks"][t]["exact_match"] for t in groups]) for n in names]
+            ax.set_title("Character-level tasks (held-out words)")
+        else:
+            groups = [r["noise"] for r in report["models"][names[0]]["noise"]]
+            series = [(n, [r["ranking_accuracy"] for r in report["models"][n]["noise"]]) for n in names]
+            ax.set_title("Choosing a passage's ending under noisy input")
+        x = np.arange(len(groups))
+        width = 0.8 / len(series)
+        for i, (label, values) in enumerate(series):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v for v in values], width, label=label)
+        chance = [report["chance"][t] for t in groups] if panel == "tasks" else [1 / CHOICES] * len(groups)
+        ax.hlines([100 * c for c in chance], x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidths=1,
+                  label="chance")
+        ax.set_xticks(x, groups, rotation=30, ha="right")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.examples < 1 or args.shots < 0 or args.passages < 4:
+        raise BLTError("--examples must be >= 1, --shots >= 0 and --passages >= 4")
+    if args.no_tasks and not args.noise:
+        raise BLTError("--no-tasks leaves nothing to do; add --noise")
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    paths = [args.run] + ([args.baseline] if args.baseline else [])
+    runs = [load(p) for p in paths]
+    tasks = [] if args.no_tasks else list(dict.fromkeys(args.tasks))
+    settings = {"tasks": tasks, "examples": args.examples, "shots": args.shots, "seed": args.seed,
+                "no_greedy": args.no_greedy, "noise": args.noise}
+    report: dict = {"settings": settings, "models": {}}
+    task_set = {}
+    if tasks:
+        split, source = word_split(args, runs[0])
+        task_set = make_task_set(split, tasks, args.examples, args.shots, args.seed)
+        settings.update(words=source, train_words=len(split.train), held_out_words=len(split.held_out),
+                        held_out_fraction=split.held_out_fraction, split_seed=split.seed)
+        chance = {t: sum(1 / len(e.candidates) for e in exs) / len(exs) for t, exs in task_set.items()}
+        report["chance"] = {**chance, "average": sum(chance.values()) / len(chance)}
+    texts = []
+    if args.noise:
+        raw, text_source = noise_texts(args, runs[0], limit=4 * args.passages)
+        texts = passages(raw, max_passages=args.passages)
+        settings.update(noise_texts=text_source, passages=len(texts))
+    for name, path, run_ in zip(labels(paths), paths, runs):
+        scorer = scorer_for(run_)
+        entry: dict = {"run": str(path), "kind": run_.kind}
+        start = time.perf_counter()
+        if task_set:
+            scores = evaluate_tasks(scorer, task_set, greedy=not args.no_greedy,
+                                    progress=lambda task, name=name: say(f"{name}: {task}"))
+            entry["tasks"] = {t: s.to_dict() for t, s in scores.items()}
+            exact = [s.exact_match for s in scores.values()]
+            entry["tasks"]["average"] = {
+                "examples": sum(s.examples for s in scores.values()),
+                "exact_match": None if args.no_greedy else sum(exact) / len(exact),
+                "ranking_accuracy": sum(s.ranking_accuracy for s in scores.values()) / len(scores),
+            }
+        if texts:
+            results = evaluate_noise(scorer, texts, seed=args.seed, progress=lambda noise, name=name: say(f"{name}: noise {noise}"))
+            entry["noise"] = [r.to_dict() for r in results]
+        entry["seconds"] = round(time.perf_counter() - start, 1)
+        report["models"][name] = entry
+
+    for name, entry in report["models"].items():
+        print(f"{name}: {entry['run']} ({entry['kind']})")
+    if tasks:
+        print(f"\nCharacter-level tasks: {args.examples} held-out examples each, {args.shots} shots; "
+              f"accuracy in %, exact = greedy answer, rank = most likely candidate; words: {settings['words']}")
+        print(task_table(report))
+    if texts:
+        print(f"\nNoise: {len(texts)} passages of {settings['noise_texts']}; bpb of the noised passages, acc = "
+              f"true ending chosen among {CHOICES} after a noised beginning (%, chance {100 / CHOICES:.0f})")
+        print(noise_table(report))
+    json_path = args.json or Path(args.run) / "eval_char.json"
+    png_path = args.png or Path(args.run) / "eval_char.png"
+    atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    plot(report, png_path)
+    print(f"\nwrote {json_path} and {png_path}")
+    return 0

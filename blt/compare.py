@@ -1,0 +1,309 @@
+"""`blt compare`: the paper's FLOP-controlled comparison at small scale (DESIGN §6, the scaling axis).
+
+Members: BLT with entropy patches calibrated to mean sizes of 4.5, 6 and 8 bytes, the BPE baseline and
+the byte baseline (`blt.baselines`). Each trains with the one loop, on the same data, batches and
+validation bytes, for as many steps as one training-FLOP budget buys:
+
+    steps = round(budget / (training FLOPs per byte × bytes per step)),   bytes per step = batch × seq_len
+
+with the planned FLOPs per byte of `blt.flops`: BLT at its target patch size, the BPE model at the bytes
+per token its tokenizer gives on training sequences, the byte model at one byte per token. The entropy
+model is not charged to BLT's training (it is in its inference FLOPs). The report uses what each run
+measured instead: BLT's mean patch size over its training steps, the BPE model's validation bytes per
+token.
+
+Output, in OUT: one run directory per member (``blt-p4.5``, ``blt-p6``, ``blt-p8``, ``bpe``, ``byte``),
+the BPE tokenizer shared by the plan (``tokenizer.json``), ``compare_plan.json``, ``compare.json``,
+``compare.md`` (the table) and ``bpb_vs_flops.png`` (validation bits per byte against cumulative training
+FLOPs). Running it again continues: finished members are skipped, unfinished ones resume from their
+newest checkpoint.
+
+Default budget: `DEFAULT_BUDGET` (3e13 training FLOPs per member) is about an hour for all five on 2
+CPU cores with the tiny presets: BLT at patch size 4.5 then trains about 320 steps of 16 × 512 bytes, the
+byte model about 150. (Estimate: training runs at about 40-80 GFLOP/s of counted FLOPs on these cores,
+the baselines somewhat faster than BLT, and validation adds about a sixth.) A GPU budget, not measured
+here: on one H100 in bf16 the small preset might reach ~7% of the ~1e15 FLOP/s dense peak (7e13 FLOP/s),
+so ``--preset small --budget 5e16 --precision bf16`` is about an hour for all five.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from blt.baselines.model import TokenModelConfig
+from blt.baselines.tokenization import (
+    TOKENIZER_FILE,
+    BPETokenizer,
+    measure_bytes_per_token,
+    train_bpe,
+)
+from blt.checkpoint import latest_checkpoint
+from blt.config import BLTConfig
+from blt.data import ByteBatchIterator, PreparedData
+from blt.errors import BLTError, ConfigError
+from blt.evaluate import evaluate_run
+from blt.fileio import atomic_path, atomic_write_text
+from blt.flops import ModelCost, blt_cost, format_flops, run_cost, token_model_cost
+from blt.recipes import CALIBRATION_ROWS, RunOptions, train_blt, train_token_model
+from blt.run import load
+from blt.train import TrainConfig, default_train_config, read_metrics
+
+DEFAULT_BUDGET = 3e13  # training FLOPs per member: about an hour for all five on 2 CPU cores (tiny)
+DEFAULT_PATCH_SIZES = (4.5, 6.0, 8.0)
+BASELINES = ("bpe", "byte")
+PLAN_FILE = "compare_plan.json"
+
+
+@dataclass
+class CompareOptions:
+    """What `blt compare` runs (the CLI's options)."""
+
+    data: Path
+    out: Path
+    entropy_model: Path | None = None  # needed when there are BLT members
+    budget: float = DEFAULT_BUDGET  # training FLOPs per member
+    preset: str = "tiny"  # BLT preset; the baselines use `TokenModelConfig.preset` of the same name
+    patch_sizes: tuple[float, ...] = DEFAULT_PATCH_SIZES  # one BLT member per target mean patch size
+    baselines: tuple[str, ...] = BASELINES
+    vocab_size: int | None = None  # BPE vocabulary (default: the preset's)
+    blt_overrides: list[str] = field(default_factory=list)  # `--set blt.KEY=V`
+    token_overrides: list[str] = field(default_factory=list)  # `--set token.KEY=V`
+    train_overrides: list[str] = field(default_factory=list)  # `--set train.KEY=V`
+    precision: str | None = None
+    evals: int = 5  # validation passes per member during training (and one at the end)
+    force: bool = False  # start OUT over
+    progress: bool = True
+
+    def settings(self) -> dict:
+        """What the plan depends on: a finished comparison is only continued with the same settings."""
+        record = asdict(self)
+        for name in ("out", "force", "progress"):
+            record.pop(name)
+        record["data"] = str(Path(self.data).resolve())
+        record["entropy_model"] = str(Path(self.entropy_model).resolve()) if self.entropy_model else None
+        record["patch_sizes"] = [float(p) for p in self.patch_sizes]
+        record["baselines"] = list(self.baselines)
+        return record
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the comparison, trained into ``OUT/name``."""
+
+    name: str
+    kind: str  # "blt", "bpe" or "byte"
+    patch_size: float | None = None  # BLT's target mean patch size
+    steps: int = 0
+    planned_training_flops_per_byte: float = 0.0
+
+
+def member_names(patch_sizes: tuple[float, ...], baselines: tuple[str, ...]) -> list[tuple[str, str, float | None]]:
+    return [(f"blt-p{p:g}", "blt", float(p)) for p in patch_sizes] + [(kind, kind, None) for kind in baselines]
+
+
+def _check(opts: CompareOptions) -> None:
+    if not (math.isfinite(opts.budget) and opts.budget > 0):
+        raise ConfigError(f"--budget must be a positive number of FLOPs (e.g. 2.5e13), got {opts.budget}")
+    if not opts.patch_sizes and not opts.baselines:
+        raise ConfigError("nothing to compare: give at least one --patch-sizes value or --baselines kind")
+    if any(not p >= 1 for p in opts.patch_sizes):
+        raise ConfigError(f"--patch-sizes must be >= 1 byte each (e.g. 4.5 6 8), got {list(opts.patch_sizes)}")
+    if len(set(opts.patch_sizes)) != len(opts.patch_sizes) or len(set(opts.baselines)) != len(opts.baselines):
+        raise ConfigError("--patch-sizes and --baselines must not repeat")
+    unknown = sorted(set(opts.baselines) - set(BASELINES))
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {unknown}; choose from {list(BASELINES)}")
+    if opts.patch_sizes and opts.entropy_model is None:
+        raise ConfigError("BLT members need --entropy-model RUN (train one with `blt train-entropy`)")
+    if opts.evals < 1:
+        raise ConfigError(f"evals must be >= 1, got {opts.evals}")
+
+
+def _prepare_out(opts: CompareOptions) -> None:
+    """Create OUT, or check that it holds a comparison with the same settings (unless --force)."""
+    out = Path(opts.out)
+    plan_path = out / PLAN_FILE
+    if out.exists() and any(out.iterdir()):
+        if not plan_path.is_file():
+            raise BLTError(f"{out} exists and is not a `blt compare` directory (no {PLAN_FILE}); choose another --out")
+        if opts.force:
+            shutil.rmtree(out)
+        else:
+            saved = json.loads(plan_path.read_text()).get("settings")
+            if saved != opts.settings():
+                changed = sorted(k for k in opts.settings() if (saved or {}).get(k) != opts.settings()[k])
+                raise BLTError(f"{out} holds a comparison with other settings ({', '.join(changed)}); rerun with the "
+                               "same options to continue it, or pass --force to start over, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not plan_path.is_file():  # marks OUT as a comparison from the start; the members are added by `compare`
+        atomic_write_text(plan_path, json.dumps({"settings": opts.settings()}, indent=2) + "\n")
+
+
+def _shared_tokenizer(opts: CompareOptions, data: PreparedData, token_cfg: TokenModelConfig, seed: int, log) -> BPETokenizer:
+    path = Path(opts.out) / TOKENIZER_FILE
+    if path.is_file():
+        return BPETokenizer.load(path)
+    size = opts.vocab_size or token_cfg.vocab_size
+    log(f"compare: learning a byte-level BPE of {size:,} tokens from the training split")
+    tokenizer = train_bpe(data, size, seed=seed)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def plan(opts: CompareOptions, data: PreparedData, tcfg: TrainConfig, log=print) -> tuple[list[Member], dict]:
+    """The members and their steps under the budget, and what the plan measured (bytes per token)."""
+    blt_cfg = BLTConfig.preset(opts.preset).with_overrides(opts.blt_overrides)
+    token_cfg = TokenModelConfig.preset(opts.preset).with_overrides(opts.token_overrides)
+    bytes_per_step = tcfg.batch_size * tcfg.seq_len
+    measured: dict[str, float] = {}
+    members = []
+    for name, kind, p in member_names(tuple(opts.patch_sizes), tuple(opts.baselines)):
+        if kind == "blt":
+            cost = blt_cost(blt_cfg, p, tcfg.seq_len)
+        elif kind == "bpe":
+            tokenizer = _shared_tokenizer(opts, data, token_cfg, tcfg.seed, log)
+            sample = next(ByteBatchIterator(data, "train", tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed))
+            measured["train_bytes_per_token"], _ = measure_bytes_per_token(tokenizer, [sample])
+            cost = token_model_cost(token_cfg.replace(vocab_size=tokenizer.vocab_size),
+                                    measured["train_bytes_per_token"], tcfg.seq_len, name="bpe")
+        else:
+            cost = token_model_cost(token_cfg.replace(vocab_size=260), 1.0, tcfg.seq_len, name="byte")
+        steps = max(1, round(opts.budget / (cost.training * bytes_per_step)))
+        members.append(Member(name, kind, p, steps, cost.training))
+    return members, measured
+
+
+def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) -> str:
+    """Train (or continue, or skip) one member; returns what was done."""
+    run_dir = Path(opts.out) / member.name
+    records = read_metrics(run_dir / "metrics.jsonl")
+    if (run_dir / "model.safetensors").is_file() and records and records[-1]["step"] >= member.steps:
+        return "finished before"
+    resume = (run_dir / "config.json").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
+    train_overrides = [f"eval_every={eval_every}", f"checkpoint_every={eval_every}", *opts.train_overrides]
+    overrides = opts.blt_overrides if member.kind == "blt" else opts.token_overrides
+    run_opts = RunOptions(data=Path(opts.data), out=run_dir, preset=opts.preset, model_overrides=list(overrides),
+                          train_overrides=train_overrides, steps=member.steps, precision=opts.precision,
+                          resume=resume, force=not resume, progress=opts.progress)
+    if member.kind == "blt":
+        patching = {"mode": "entropy", "target_patch_size": member.patch_size, "threshold": None}
+        train_blt(run_opts, patching, opts.entropy_model, log=log)
+    elif member.kind == "bpe":
+        train_token_model(run_opts, "bpe", tokenizer_file=Path(opts.out) / TOKENIZER_FILE, log=log)
+    else:
+        train_token_model(run_opts, "byte", log=log)
+    return "resumed" if resume else "trained"
+
+
+def _bytes_per_second(records: list[dict]) -> float | None:
+    """Median training throughput over the logged windows (the first, with start-up costs, left out)."""
+    speeds = [r["bytes_per_s"] for r in records if "bytes_per_s" in r]
+    return statistics.median(speeds[1:] or speeds) if speeds else None
+
+
+def _row(member: Member, cost: ModelCost, opts: CompareOptions, data: PreparedData, tcfg: TrainConfig,
+         bytes_per_step: int) -> dict:
+    run_dir = Path(opts.out) / member.name
+    records = read_metrics(run_dir / "metrics.jsonl")
+    result = evaluate_run(load(run_dir), data, seq_len=tcfg.seq_len, batch_size=tcfg.batch_size)
+    steps = records[-1]["step"] if records else 0
+    return {
+        "name": member.name,
+        "kind": member.kind,
+        "target_patch_size": member.patch_size,
+        "val_bpb": result.bits_per_byte,
+        "val_bytes": result.bytes,
+        "bytes_per_step_of_model": cost.bytes_per_step,  # mean patch size, bytes per token, or 1
+        "train_flops_per_byte": cost.training,
+        "inference_flops_per_byte": cost.inference,
+        "planned_train_flops_per_byte": member.planned_training_flops_per_byte,
+        "train_flops": steps * bytes_per_step * cost.training,
+        "parameters": cost.parameters,
+        "bytes_per_s": _bytes_per_second(records),
+        "steps": steps,
+        "curve": [{"step": r["step"], "flops": r["step"] * bytes_per_step * cost.training, "val_bpb": r["val_bpb"]}
+                  for r in records if "val_bpb" in r],
+    }
+
+
+def compare(opts: CompareOptions, log=print) -> dict:
+    """Plan, train every member (resuming), evaluate each on the whole validation split, and write the
+    table and the plot. Returns what ``compare.json`` holds."""
+    _check(opts)
+    data = PreparedData.open(opts.data)
+    _prepare_out(opts)
+    tcfg = default_train_config("blt", opts.preset).with_overrides(opts.train_overrides)
+    bytes_per_step = tcfg.batch_size * tcfg.seq_len
+    members, measured = plan(opts, data, tcfg, log)
+    plan_record = {"settings": opts.settings(), "bytes_per_step": bytes_per_step, "measured": measured,
+                   "members": [asdict(m) for m in members]}
+    atomic_write_text(Path(opts.out) / PLAN_FILE, json.dumps(plan_record, indent=2) + "\n")
+    log(f"compare: budget {opts.budget:.3g} training FLOPs per member, {bytes_per_step:,} bytes per step")
+    for m in members:
+        log(f"  {m.name:<9} {format_flops(m.planned_training_flops_per_byte):>8} FLOPs/byte -> {m.steps:,} steps "
+            f"({m.steps * bytes_per_step:,} bytes)")
+    rows = []
+    for m in members:
+        start = time.perf_counter()
+        done = _train_member(m, opts, eval_every=max(1, math.ceil(m.steps / opts.evals)), log=log)
+        log(f"compare: {m.name} {done} ({time.perf_counter() - start:,.0f} s)")
+        rows.append(_row(m, run_cost(Path(opts.out) / m.name), opts, data, tcfg, bytes_per_step))
+    result = {"settings": opts.settings(), "bytes_per_step": bytes_per_step, "measured": measured, "members": rows}
+    out = Path(opts.out)
+    atomic_write_text(out / "compare.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "compare.md", compare_table(result) + "\n")
+    plot_bpb_vs_flops(result, out / "bpb_vs_flops.png")
+    return result
+
+
+def compare_table(result: dict) -> str:
+    """The comparison as a Markdown table."""
+    s = result["settings"]
+    lines = [
+        (f"Budget {s['budget']:.3g} training FLOPs per model, preset `{s['preset']}`, {result['bytes_per_step']:,} "
+         f"bytes per step; validation bits per byte over the whole validation split of `{s['data']}`."),
+        "",
+        ("| model | val BPB | train FLOPs/byte | inference FLOPs/byte | params (non-emb) | params (total) | "
+         "bytes/step | bytes/s | steps |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["members"]:
+        speed = f"{r['bytes_per_s']:,.0f}" if r["bytes_per_s"] is not None else "-"
+        unit = {"blt": "patch", "bpe": "token", "byte": "byte"}[r["kind"]]
+        lines.append(
+            f"| {r['name']} | {r['val_bpb']:.3f} | {format_flops(r['train_flops_per_byte'])} | "
+            f"{format_flops(r['inference_flops_per_byte'])} | {r['parameters']['non_embedding']:,} | "
+            f"{r['parameters']['total']:,} | {r['bytes_per_step_of_model']:.2f} per {unit} | {speed} | {r['steps']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_bpb_vs_flops(result: dict, out_png: Path) -> Path:
+    """Validation bits per byte against cumulative training FLOPs, one line per member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in result["members"]:
+        curve = r["curve"]
+        if curve:
+            ax.plot([c["flops"] for c in curve], [c["val_bpb"] for c in curve], "o-", ms=3, label=r["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"budget {result['settings']['budget']:.3g} FLOPs per model, preset {result['settings']['preset']}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out_png)
