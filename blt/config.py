@@ -272,7 +272,7 @@ class BLTConfig(_JsonConfig):
         _require(enc.dim % enc.n_heads == 0 and dec.dim % dec.n_heads == 0, "encoder/decoder dims must divide by n_heads")
 
     @classmethod
-    def preset(cls, name: str) -> "BLTConfig":
+    def preset(cls, name: str) -> BLTConfig:
         if name not in BLT_PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(BLT_PRESETS)}")
         return BLT_PRESETS[name]()
@@ -299,7 +299,7 @@ class EntropyModelConfig(TransformerConfig):
         _require(self.chunk_len >= 2 and self.max_seq_len >= 2, "chunk_len and max_seq_len must be >= 2")
 
     @classmethod
-    def preset(cls, name: str) -> "EntropyModelConfig":
+    def preset(cls, name: str) -> EntropyModelConfig:
         if name not in ENTROPY_PRESETS:
             raise ConfigError(f"unknown entropy-model preset {name!r}; choose one of {sorted(ENTROPY_PRESETS)}")
         return ENTROPY_PRESETS[name]()

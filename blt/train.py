@@ -34,7 +34,12 @@ from blt.checkpoint import (
     write_checkpoint,
 )
 from blt.config import ConfigError, _JsonConfig, _require
-from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData, validation_batches
+from blt.data import (
+    ByteBatchIterator,
+    PrecomputedEntropies,
+    PreparedData,
+    validation_batches,
+)
 from blt.errors import BLTError
 from blt.fileio import atomic_path, atomic_write_text
 from blt.model.byte_latent import byte_loss_mask
@@ -230,7 +235,10 @@ class Trainer:
         """Unsharded model and optimizer state (collective under FSDP: every rank must call it)."""
         if not self.sharded:
             return self.model.state_dict(), self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_state_dict(self.model, self.optimizer, options=options)
@@ -240,7 +248,10 @@ class Trainer:
             self.model.load_state_dict(model_state, strict=True)
             self.optimizer.load_state_dict(optimizer_state)
             return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_state_dict,
+        )
 
         set_state_dict(self.model, self.optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
                        options=StateDictOptions(full_state_dict=True, strict=True))

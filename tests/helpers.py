@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from blt.tokenizer import BOS_ID, OFFSET
@@ -26,6 +28,6 @@ def lengths_from_mask(mask: torch.Tensor) -> torch.Tensor:
     rows = []
     for row in mask:
         starts = row.nonzero().flatten().tolist() + [row.numel()]
-        rows.append(torch.tensor([b - a for a, b in zip(starts, starts[1:])]))
+        rows.append(torch.tensor([b - a for a, b in itertools.pairwise(starts)]))
     width = max(r.numel() for r in rows)
     return torch.stack([torch.nn.functional.pad(r, (0, width - r.numel())) for r in rows])

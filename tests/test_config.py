@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from blt.config import BLTConfig, EntropyModelConfig, GlobalConfig, PatchingConfig, swiglu_hidden_size
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    PatchingConfig,
+    swiglu_hidden_size,
+)
 from blt.errors import ConfigError
 
 

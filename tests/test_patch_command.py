@@ -16,7 +16,12 @@ from safetensors.torch import save_file
 
 from blt.cli import main
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
-from blt.patching import EntropyModel, lengths_from_start_mask, patch_lengths_from_entropies, start_mask_space
+from blt.patching import (
+    EntropyModel,
+    lengths_from_start_mask,
+    patch_lengths_from_entropies,
+    start_mask_space,
+)
 from blt.run import load, write_run_config
 from blt.tokenizer import encode
 

@@ -9,7 +9,14 @@ import time
 
 import numpy as np
 
-from blt.data import DEFAULT_SHARD_BYTES, DEFAULT_VAL_FRACTION, Manifest, PreparedData, byte_summary, prepare
+from blt.data import (
+    DEFAULT_SHARD_BYTES,
+    DEFAULT_VAL_FRACTION,
+    Manifest,
+    PreparedData,
+    byte_summary,
+    prepare,
+)
 
 _SIZE = re.compile(r"^(\d+)([KMG]i?B?)?$", re.IGNORECASE)
 

@@ -18,16 +18,42 @@ from blt.data.entropies import (
     entropy_model_key,
     precompute_entropies,
 )
-from blt.data.iterator import ByteBatchIterator, IteratorState, epoch_order, validation_batches
+from blt.data.iterator import (
+    ByteBatchIterator,
+    IteratorState,
+    epoch_order,
+    validation_batches,
+)
 from blt.data.manifest import DocumentEntry, Manifest, ShardEntry, SplitStats
-from blt.data.writer import DEFAULT_SHARD_BYTES, DEFAULT_VAL_FRACTION, assign_split, prepare
 from blt.data.prepared import PreparedData, Split, byte_summary
 from blt.data.sources import default_corpus_documents
+from blt.data.writer import (
+    DEFAULT_SHARD_BYTES,
+    DEFAULT_VAL_FRACTION,
+    assign_split,
+    prepare,
+)
 
 __all__ = [
-    "ByteBatchIterator", "IteratorState", "epoch_order", "validation_batches",
-    "DocumentEntry", "Manifest", "ShardEntry", "SplitStats",
-    "DEFAULT_SHARD_BYTES", "DEFAULT_VAL_FRACTION", "assign_split", "prepare",
-    "PreparedData", "Split", "byte_summary", "default_corpus_documents",
-    "PrecomputedEntropies", "PrecomputeReport", "SplitEntropies", "entropy_model_key", "precompute_entropies",
+    "DEFAULT_SHARD_BYTES",
+    "DEFAULT_VAL_FRACTION",
+    "ByteBatchIterator",
+    "DocumentEntry",
+    "IteratorState",
+    "Manifest",
+    "PrecomputeReport",
+    "PrecomputedEntropies",
+    "PreparedData",
+    "ShardEntry",
+    "Split",
+    "SplitEntropies",
+    "SplitStats",
+    "assign_split",
+    "byte_summary",
+    "default_corpus_documents",
+    "entropy_model_key",
+    "epoch_order",
+    "precompute_entropies",
+    "prepare",
+    "validation_batches",
 ]

@@ -16,7 +16,7 @@ import io
 import os
 import shutil
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,12 @@ from blt.data.manifest import (
     SplitStats,
     shard_file_name,
 )
-from blt.data.sources import Scan, default_corpus_scan, default_corpus_sources, scan_sources
+from blt.data.sources import (
+    Scan,
+    default_corpus_scan,
+    default_corpus_sources,
+    scan_sources,
+)
 from blt.errors import DataError
 from blt.fileio import AtomicFile, fsync_dir
 
@@ -214,7 +219,7 @@ def _write(scan: Scan, out: Path, source_names: tuple[str, ...], args: dict, pro
         skipped=dict(sorted(scan.skipped.items())),
         index_sha256=index_file.sha256.hexdigest(),
         created_by=f"blt {__version__}",
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     manifest_file = AtomicFile(out / MANIFEST_NAME)
     manifest_file.write(manifest.to_json().encode("utf-8"))

@@ -12,7 +12,12 @@ from blt.patching.bookkeeping import (
 )
 from blt.patching.calibration import calibrate_threshold_from_entropies, mean_patch_size
 from blt.patching.entropy_model import EntropyModel, entropy_from_logits
-from blt.patching.patcher import Patcher, calibrate_patching, calibrate_threshold, document_starts
+from blt.patching.patcher import (
+    Patcher,
+    calibrate_patching,
+    calibrate_threshold,
+    document_starts,
+)
 from blt.patching.patchers import (
     cap_start_mask,
     lengths_from_start_mask,
@@ -30,10 +35,33 @@ from blt.patching.patchers import (
 )
 
 __all__ = [
-    "check_patch_lengths", "decoder_patch_ids", "num_patches", "pad_patch_lengths", "patch_ids_from_lengths",
-    "patch_lengths_from_ids", "patch_starts", "trim_padding", "calibrate_threshold_from_entropies",
-    "mean_patch_size", "EntropyModel", "entropy_from_logits", "Patcher", "calibrate_patching",
-    "calibrate_threshold", "document_starts", "cap_start_mask", "lengths_from_start_mask", "patch_lengths_for",
-    "patch_lengths_from_entropies", "split_long_patches", "start_mask_bpe", "start_mask_combined", "start_mask_for",
-    "start_mask_from_lengths", "start_mask_global", "start_mask_monotonic", "start_mask_space", "start_mask_static",
+    "EntropyModel",
+    "Patcher",
+    "calibrate_patching",
+    "calibrate_threshold",
+    "calibrate_threshold_from_entropies",
+    "cap_start_mask",
+    "check_patch_lengths",
+    "decoder_patch_ids",
+    "document_starts",
+    "entropy_from_logits",
+    "lengths_from_start_mask",
+    "mean_patch_size",
+    "num_patches",
+    "pad_patch_lengths",
+    "patch_ids_from_lengths",
+    "patch_lengths_for",
+    "patch_lengths_from_entropies",
+    "patch_lengths_from_ids",
+    "patch_starts",
+    "split_long_patches",
+    "start_mask_bpe",
+    "start_mask_combined",
+    "start_mask_for",
+    "start_mask_from_lengths",
+    "start_mask_global",
+    "start_mask_monotonic",
+    "start_mask_space",
+    "start_mask_static",
+    "trim_padding",
 ]

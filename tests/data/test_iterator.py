@@ -14,7 +14,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blt.data import ByteBatchIterator, IteratorState, PreparedData, Split, epoch_order, validation_batches
+from blt.data import (
+    ByteBatchIterator,
+    IteratorState,
+    PreparedData,
+    Split,
+    epoch_order,
+    validation_batches,
+)
 from blt.errors import DataError
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
 from tests.data.corpora import ALL_BYTES, write_tree

@@ -7,13 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blt.config import BLTConfig, EntropyModelConfig, GlobalConfig, HashEmbeddingConfig, LocalDecoderConfig, LocalEncoderConfig, PatchingConfig
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+    PatchingConfig,
+)
 from blt.data import PreparedData, prepare
 from blt.train import TrainConfig
 
-WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but have an "
-         "they you were her she all there one been their we has would when what more if no out so said who its "
-         "bytes patch entropy model global local encoder decoder transformer attention").split()
+WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "all", "there", "one", "been", "their", "we", "has", "would", "when", "what", "more", "if", "no", "out", "so", "said", "who", "its", "bytes", "patch", "entropy", "model", "global", "local", "encoder", "decoder", "transformer", "attention"]
 
 
 def synthetic_documents(n: int, seed: int) -> dict[str, bytes]:

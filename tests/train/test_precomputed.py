@@ -12,7 +12,12 @@ import torch
 from safetensors.torch import save_file
 
 from blt.config import PatchingConfig
-from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData, precompute_entropies
+from blt.data import (
+    ByteBatchIterator,
+    PrecomputedEntropies,
+    PreparedData,
+    precompute_entropies,
+)
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective
 from blt.patching import EntropyModel, Patcher
@@ -129,7 +134,7 @@ def test_train_blt_uses_precomputed_entropies_when_they_exist(data, entropy_mode
         resumed = train(data, tmp_path / "precomputed", entropy_run, logs, steps=3, resume=True)  # the run's copy
         assert f"entropies: precomputed in {report.path}" in logs and resumed.step == 3
 
-    part = sorted(report.path.glob("train-*.f16"))[0]
+    part = min(report.path.glob("train-*.f16"))
     part.write_bytes(bytes(part.stat().st_size))
     logs.clear()
     assert precomputed_entropies(data, entropy_model, log=logs.append) is None

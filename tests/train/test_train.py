@@ -23,8 +23,12 @@ from blt.objectives import BLTObjective, EntropyModelObjective
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.train import Trainer, TrainingError, World, read_metrics
-
-from tests.train.conftest import micro_blt_config, micro_entropy_config, micro_train_config, state_dicts_equal
+from tests.train.conftest import (
+    micro_blt_config,
+    micro_entropy_config,
+    micro_train_config,
+    state_dicts_equal,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_CURVE = Path(__file__).with_name("expected_loss_curve.json")
@@ -113,9 +117,9 @@ def _run_child_until(text_data, run_dir: Path, mode: str, ready) -> None:
 @pytest.mark.parametrize("mode", ["anytime", "pause-mid-write"])
 def test_sigkill_then_resume_is_bit_identical(text_data, tmp_path, mode):
     if mode == "anytime":
-        ready = lambda d: len(list_checkpoints(d / "checkpoints")) >= 4  # noqa: E731
+        ready = lambda d: len(list_checkpoints(d / "checkpoints")) >= 4
     else:
-        ready = lambda d: (d / "mid-write").exists()  # noqa: E731
+        ready = lambda d: (d / "mid-write").exists()
     _run_child_until(text_data, tmp_path / "killed", mode, ready)
     ckpt = latest_checkpoint(tmp_path / "killed" / "checkpoints")
     assert ckpt is not None and 1 <= ckpt.step < 10
