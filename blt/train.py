@@ -379,22 +379,22 @@ class Trainer:
                 if on_step is not None:
                     on_step(self.step)
                 done = self.step == cfg.steps
-                if self.step % cfg.log_every == 0 or done:
+                evaluate = bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+                # A validation pass is always recorded, also at a step that is not a multiple of log_every.
+                if self.step % cfg.log_every == 0 or done or evaluate:
                     elapsed = time.perf_counter() - window_start
                     last["bytes_per_s"] = window_bytes / max(elapsed, 1e-9)
                     window_start, window_bytes = time.perf_counter(), 0
                     record = {"step": self.step, **{k: _round(v) for k, v in last.items()}}
                     if "patches" in last:
                         record["mean_patch_size"] = _round(last["targets"] / max(last["patches"], 1.0))
-                    if (cfg.eval_every and self.step % cfg.eval_every == 0) or done:
+                    if evaluate or done:
                         val_bpb = self.evaluate(cfg.eval_batches)
                         record["val_bpb"] = _round(val_bpb)
                     if self.world.is_main:
                         with open(metrics_path, "a") as f:
                             f.write(json.dumps(record) + "\n")
                     bar.set_postfix_str(_postfix(record), refresh=False)
-                elif cfg.eval_every and self.step % cfg.eval_every == 0:
-                    val_bpb = self.evaluate(cfg.eval_batches)
                 bar.update(1)
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or done:
                     self.save_checkpoint()

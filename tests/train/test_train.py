@@ -173,6 +173,15 @@ def test_ctrl_c_saves_and_resume_finishes(text_data, tmp_path):
     assert state_dicts_equal(resumed.model.state_dict(), full.model.state_dict())
 
 
+def test_every_validation_pass_is_recorded(text_data, tmp_path):
+    """Validation at steps that are not multiples of log_every still lands in metrics.jsonl."""
+    trainer = make_trainer(text_data, tmp_path / "run", steps=7, eval_every=3, log_every=5)
+    trainer.fit()
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [3, 5, 6, 7]
+    assert [r["step"] for r in records if "val_bpb" in r] == [3, 6, 7]
+
+
 def test_bf16_autocast_trains(text_data, tmp_path):
     trainer = make_trainer(text_data, tmp_path / "run", precision="bf16", steps=3, eval_every=0)
     result = trainer.fit()
