@@ -5,26 +5,47 @@ bf16 autocast, with a fixed random causal patching, and turns bytes/s into achie
 training FLOPs per byte of `blt.flops`. The baseline is the matmul peak of this machine, measured in the
 same run: the best FLOP/s of large square matmuls in fp32 and in bf16. Results are plain dicts, ready
 for JSON; a new case is an entry of `CASES`.
+
+The ``patching`` case times entropy-model patching (entropies, then patch boundaries) in MB/s on CPU in
+fp32 and bf16, for one row per call and for many, and turns it into achieved FLOP/s with the entropy
+model's forward FLOPs per byte; batched results also say how many times faster than batch 1 they are.
+
+The ``training`` case times the same training step (forward + backward of the next-byte loss) of our
+model and, with ``--against-hf``, of transformers' ``BltForCausalLM`` built from the same config with the
+same weights, bytes and patch lengths, interleaved step by step in one process, and reports the ratio,
+each one's fraction of the matmul peak and each one's peak tensor memory per step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from blt.config import BLTConfig
+from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import BLTError
-from blt.flops import blt_flops
+from blt.flops import blt_flops, entropy_model_flops
+from blt.interop.hf import hf_config_dict, to_hf_state_dict
 from blt.model.byte_latent import ByteLatentTransformer, next_byte_loss
-from blt.patching.patchers import lengths_from_start_mask
+from blt.patching.calibration import mean_patch_size
+from blt.patching.entropy_model import EntropyModel
+from blt.patching.patchers import (
+    lengths_from_start_mask,
+    patch_lengths_from_entropies,
+    start_mask_static,
+)
 from blt.tokenizer import BOS_ID, OFFSET
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -51,6 +72,45 @@ class ModelCase:
 
 
 @dataclass(frozen=True)
+class PatchingCase:
+    """Entropy-model patching to time: a preset, the rows and bytes per call, and how many calls to run."""
+
+    name: str  # label in the results (the entropy-model preset name for presets)
+    config: EntropyModelConfig
+    batch_size: int  # rows per `EntropyModel.entropies` call
+    seq_len: int  # bytes per row
+    warmup: int  # untimed calls first
+    iterations: int  # timed calls; the median is reported
+    mean_patch_size: float = 4.5  # the threshold leaves about one byte in this many above it
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.seq_len < 3 or self.warmup < 0 or self.iterations < 1:
+            raise ValueError(f"patching case {self.name!r} needs batch_size >= 1, seq_len >= 3, warmup >= 0 and "
+                             f"iterations >= 1; got {self.batch_size}, {self.seq_len}, {self.warmup}, {self.iterations}")
+        if not self.mean_patch_size > 1:
+            raise ValueError(f"patching case {self.name!r}: mean_patch_size must be > 1, got {self.mean_patch_size}")
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """A training step to time, ours and transformers': one config, batch shape and fixed patch size."""
+
+    name: str  # label in the results (the preset name for presets)
+    config: BLTConfig
+    batch_size: int
+    seq_len: int  # bytes per row
+    patch_size: int  # BOS alone, then patches of this many bytes (the last one may be shorter)
+    warmup: int  # untimed steps of each implementation first
+    iterations: int  # timed steps of each, interleaved (ours, theirs, ours, ...); medians are reported
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.seq_len < 2 or self.patch_size < 1 or self.warmup < 0 or self.iterations < 1:
+            raise ValueError(f"training case {self.name!r} needs batch_size >= 1, seq_len >= 2, patch_size >= 1, "
+                             f"warmup >= 0 and iterations >= 1; got {self.batch_size}, {self.seq_len}, "
+                             f"{self.patch_size}, {self.warmup}, {self.iterations}")
+
+
+@dataclass(frozen=True)
 class Suite:
     """A named set of cases, run under each precision, with the settings of the matmul-peak baseline."""
 
@@ -59,6 +119,9 @@ class Suite:
     precisions: tuple[str, ...] = ("fp32", "bf16")
     peak_size: int = 2048  # side of the square matmuls that measure the peak
     peak_repeats: int = 5  # timed matmuls per dtype; the best counts
+    patching_cases: tuple[PatchingCase, ...] = ()  # entropy models to time patching with
+    training_cases: tuple[TrainingCase, ...] = ()  # models to time training steps of, against transformers
+    against_hf: bool = False  # the training case also times transformers' BltForCausalLM (if installed)
 
     def __post_init__(self):
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
@@ -67,10 +130,17 @@ class Suite:
 
 
 def _quick_suite() -> Suite:
-    """About a minute on 2 cores."""
+    """A few minutes on 2 idle cores."""
     return Suite("quick", (
         ModelCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, warmup=2, iterations=5),
         ModelCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, warmup=1, iterations=3),
+    ), patching_cases=(
+        PatchingCase("tiny", EntropyModelConfig.preset("tiny"), batch_size=1, seq_len=4096, warmup=1, iterations=5),
+        PatchingCase("tiny", EntropyModelConfig.preset("tiny"), batch_size=32, seq_len=4096, warmup=1, iterations=3),
+    ), training_cases=(
+        # "small" is the issue's 56M reference (encoder 1x256, global 6x512, decoder 3x256, k = 2).
+        TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=1, iterations=3),
+        TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=1, iterations=3),
     ))
 
 
@@ -79,7 +149,14 @@ def _full_suite() -> Suite:
     return Suite("full", (
         ModelCase("tiny", BLTConfig.preset("tiny"), batch_size=8, seq_len=512, warmup=3, iterations=10),
         ModelCase("small", BLTConfig.preset("small"), batch_size=8, seq_len=1024, warmup=2, iterations=8),
-    ), peak_size=4096, peak_repeats=5)
+    ), peak_size=4096, peak_repeats=5, patching_cases=(
+        PatchingCase("tiny", EntropyModelConfig.preset("tiny"), batch_size=1, seq_len=16384, warmup=1, iterations=5),
+        PatchingCase("tiny", EntropyModelConfig.preset("tiny"), batch_size=64, seq_len=4096, warmup=1, iterations=5),
+        PatchingCase("small", EntropyModelConfig.preset("small"), batch_size=16, seq_len=4096, warmup=1, iterations=3),
+    ), training_cases=(
+        TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=2, iterations=8),
+        TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=2, iterations=8),
+    ))
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"quick": _quick_suite, "full": _full_suite}
@@ -229,6 +306,241 @@ def run_model_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, A
     return results
 
 
+def patch_bytes(model: EntropyModel, ids: torch.Tensor, threshold: float, precision: str) -> torch.Tensor:
+    """The patching step timed by the ``patching`` case: entropies of all rows in one call, then patch
+    boundaries with a global threshold. ids (B, T) -> patch lengths (B, P)."""
+    entropies = model.entropies(ids, batch_size=ids.shape[0], dtype=PRECISIONS[precision])
+    return patch_lengths_from_entropies(entropies, threshold)
+
+
+def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 0) -> list[dict[str, Any]]:
+    """Time one patching case under each precision (same weights and bytes for all).
+
+    The model has random weights (speed does not depend on them). The threshold is the quantile of the
+    case's own float32 entropies that leaves one byte in ``mean_patch_size`` above it (measured untimed),
+    so the boundary step handles a realistic number of patches. Each result holds the timed call seconds,
+    bytes/s of the median call, the entropy model's forward FLOPs per byte (`blt.flops`: the useful work,
+    not the masked-out scores of chunked attention) and the achieved FLOP/s.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(OFFSET, 256 + OFFSET, (case.batch_size, case.seq_len), generator=gen)
+    ids[:, 0] = BOS_ID
+    model = EntropyModel(case.config).init_weights(seed).eval()
+    entropies = model.entropies(ids, batch_size=case.batch_size)
+    threshold = float(torch.quantile(entropies[:, 1:-1].flatten(), 1 - 1 / case.mean_patch_size))
+    patch_size = mean_patch_size(patch_lengths_from_entropies(entropies, threshold))
+    num_bytes = case.batch_size * case.seq_len
+    flops_per_byte = entropy_model_flops(case.config, seq_len=case.seq_len).forward
+
+    results = []
+    for precision in precisions:
+        times = []
+        for step in range(case.warmup + case.iterations):
+            start = time.perf_counter()
+            patch_bytes(model, ids, threshold, precision)
+            if step >= case.warmup:
+                times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        results.append({
+            "case": case.name,
+            "precision": precision,
+            "batch_size": case.batch_size,
+            "seq_len": case.seq_len,
+            "chunk_len": model.default_chunk_len(case.batch_size),
+            "threshold": threshold,
+            "mean_patch_size": patch_size,
+            "warmup": case.warmup,
+            "step_seconds": times,
+            "step_seconds_median": median,
+            "bytes_per_s": num_bytes / median,
+            "forward_flops_per_byte": flops_per_byte,
+            "flops_per_s": flops_per_byte * num_bytes / median,
+        })
+    return results
+
+
+def format_patching_result(result: dict[str, Any]) -> str:
+    """One line: case, precision, shape, MB/s, GFLOP/s, the speedup over batch 1 and, once known, the peaks."""
+    line = (f"patching {result['case']:<6} {result['precision']:<4} {result['batch_size']}x{result['seq_len']}: "
+            f"{result['bytes_per_s'] / 1e6:7.4f} MB/s, {result['flops_per_s'] / 1e9:6.2f} GFLOP/s")
+    if "speedup_over_batch_1" in result:
+        line += f", {result['speedup_over_batch_1']:.2f}x batch 1"
+    if "fraction_of_peak" in result:
+        line += " (" + ", ".join(f"{100 * f:.1f}% of {name} peak" for name, f in result["fraction_of_peak"].items()) + ")"
+    return line
+
+
+def run_patching_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The ``patching`` case: every patching case of the suite under every precision of the suite. A batched
+    result gets ``speedup_over_batch_1``: its bytes/s over that of the suite's batch-1 case of the same
+    model, row length and precision, when there is one."""
+    results = []
+    for case in suite.patching_cases:
+        for result in bench_patching(case, suite.precisions):
+            log(format_patching_result(result))
+            results.append(result)
+    single = {(r["case"], r["seq_len"], r["precision"]): r["bytes_per_s"] for r in results if r["batch_size"] == 1}
+    for result in results:
+        key = (result["case"], result["seq_len"], result["precision"])
+        if result["batch_size"] > 1 and key in single:
+            result["speedup_over_batch_1"] = result["bytes_per_s"] / single[key]
+    return results
+
+
+HF_MISSING = "transformers is not installed (pip install 'blt[hf]')"
+HF_NOT_ASKED = "not asked for (--against-hf)"
+
+
+def fixed_patch_lengths(batch_size: int, seq_len: int, patch_size: int) -> torch.Tensor:
+    """BOS alone, then patches of ``patch_size`` bytes, the last one shorter if need be. -> (B, P) long.
+
+    >>> fixed_patch_lengths(2, 12, 5).tolist()
+    [[1, 5, 5, 1], [1, 5, 5, 1]]
+    """
+    return lengths_from_start_mask(start_mask_static(seq_len, patch_size).expand(batch_size, -1))
+
+
+def transformers_twin(model: ByteLatentTransformer) -> nn.Module | None:
+    """transformers' ``BltForCausalLM`` with the config and weights of ``model`` (SDPA attention, no bundled
+    patcher; call it with ``patch_lengths`` and ``use_cache=False``), or None when transformers is missing."""
+    try:
+        from transformers import BltConfig as HFBltConfig
+        from transformers import BltForCausalLM
+    except ImportError:
+        return None
+    hf_cfg = HFBltConfig(**hf_config_dict(model.cfg), patch_in_forward=False)
+    hf_cfg._attn_implementation = "sdpa"
+    twin = BltForCausalLM(hf_cfg)
+    twin.load_state_dict(to_hf_state_dict(model.state_dict()), strict=True)
+    return twin
+
+
+def training_step(model: nn.Module, forward: Callable[[], torch.Tensor], ids: torch.Tensor, precision: str) -> tuple[float, float]:
+    """One forward + backward of the next-byte loss of ``forward()``'s logits (gradients dropped after).
+    -> (seconds, loss)."""
+    autocast_dtype = PRECISIONS[precision]
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+        loss = next_byte_loss(forward(), ids)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start, float(loss.detach())
+
+
+def peak_step_memory(step: Callable[[], object]) -> int:
+    """Peak bytes of CPU tensors allocated by one call of ``step`` and alive at the same time.
+
+    The running sum of every allocation and free that `torch.profiler` records (``profile_memory=True``)
+    during the call, so tensors that existed before it (weights, inputs) do not count, and activations,
+    gradients and temporaries do. It counts tensor bytes, not what the process's allocator or libraries
+    hold besides.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])  # stable: ties keep order
+    peak = alive = 0
+    for event in memory:
+        alive += event["args"]["Bytes"]
+        peak = max(peak, alive)
+    return peak
+
+
+def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: bool, seed: int = 0) -> list[dict[str, Any]]:
+    """Time one training case under each precision: our model and, when ``against_hf`` and transformers is
+    installed, its transformers twin (`transformers_twin`), one step of each in turn.
+
+    Each result holds, per implementation (``blt``, ``transformers``: None when not measured, with the reason
+    in ``baseline_missing``), the timed step seconds, bytes/s of the median step, achieved FLOP/s (the same
+    model FLOPs per byte for both), peak tensor memory of one more step (`peak_step_memory`) and the loss
+    of the last step (equal losses show that both computed the same thing). ``speedup`` is the median over
+    the timed steps of transformers' step time over ours, each pair measured back to back.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(OFFSET, 256 + OFFSET, (case.batch_size, case.seq_len), generator=gen)
+    ids[:, 0] = BOS_ID
+    patch_lengths = fixed_patch_lengths(case.batch_size, case.seq_len, case.patch_size)
+    model = ByteLatentTransformer(case.config).init_weights(seed).train()
+    steps = {"blt": (model, lambda: model(ids, patch_lengths))}
+    twin = transformers_twin(model) if against_hf else None
+    if twin is not None:
+        twin.train()
+        steps["transformers"] = (twin, lambda: twin(input_ids=ids, patch_lengths=patch_lengths, use_cache=False).logits)
+    missing = None if twin is not None else HF_MISSING if against_hf else HF_NOT_ASKED
+    num_bytes = case.batch_size * case.seq_len
+    patch_size = num_bytes / int((patch_lengths > 0).sum())
+    flops_per_byte = blt_flops(case.config, patch_size=patch_size, seq_len=case.seq_len).training
+
+    results = []
+    for precision in precisions:
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        losses: dict[str, float] = {}
+        for step in range(case.warmup + case.iterations):
+            for name, (module, forward) in steps.items():
+                seconds, losses[name] = training_step(module, forward, ids, precision)
+                if step >= case.warmup:
+                    times[name].append(seconds)
+        result: dict[str, Any] = {
+            "case": case.name,
+            "precision": precision,
+            "batch_size": case.batch_size,
+            "seq_len": case.seq_len,
+            "patch_size": case.patch_size,
+            "mean_patch_size": patch_size,
+            "warmup": case.warmup,
+            "training_flops_per_byte": flops_per_byte,
+        }
+        for name, (module, forward) in steps.items():
+            median = statistics.median(times[name])
+            memory = peak_step_memory(functools.partial(training_step, module, forward, ids, precision))
+            result[name] = {
+                "step_seconds": times[name],
+                "step_seconds_median": median,
+                "bytes_per_s": num_bytes / median,
+                "flops_per_s": flops_per_byte * num_bytes / median,
+                "peak_step_memory_bytes": memory,
+                "loss": losses[name],
+            }
+        result.setdefault("transformers", None)
+        result["speedup"] = (statistics.median(hf / ours for hf, ours in zip(times["transformers"], times["blt"]))
+                             if twin is not None else None)
+        result["baseline_missing"] = missing
+        results.append(result)
+    return results
+
+
+def format_training_result(result: dict[str, Any]) -> str:
+    """One line: case, precision, shape, then for each implementation bytes/s, the fraction of the peak of
+    its precision (once known) and peak memory per step, then the speedup or why there is no baseline."""
+    precision = result["precision"]
+
+    def describe(name: str, numbers: dict[str, Any]) -> str:
+        text = f"{name} {numbers['bytes_per_s']:>7,.0f} bytes/s"
+        if "fraction_of_peak" in numbers:
+            text += f", {100 * numbers['fraction_of_peak'][precision]:.1f}% of {precision} peak"
+        return text + f", {numbers['peak_step_memory_bytes'] / 2**20:,.0f} MiB/step"
+
+    line = (f"training {result['case']:<6} {precision:<4} {result['batch_size']}x{result['seq_len']} "
+            f"(patches of {result['patch_size']}): {describe('blt', result['blt'])}")
+    if result["transformers"] is None:
+        return line + f" | transformers: {result['baseline_missing']}"
+    return line + f" | {describe('transformers', result['transformers'])} | blt {result['speedup']:.2f}x transformers"
+
+
+def run_training_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The ``training`` case: every training case of the suite under every precision of the suite, against
+    transformers when the suite says ``against_hf``."""
+    results = []
+    for case in suite.training_cases:
+        for result in bench_training(case, suite.precisions, suite.against_hf):
+            log(format_training_result(result))
+            results.append(result)
+    return results
+
+
 @dataclass(frozen=True)
 class BenchCase:
     """A benchmark: ``run(suite, log)`` returns its results; those with ``flops_per_s`` get fractions of the peaks."""
@@ -237,7 +549,11 @@ class BenchCase:
     describe: Callable[[dict[str, Any]], str]  # one line per result
 
 
-CASES: dict[str, BenchCase] = {"model": BenchCase(run_model_case, format_model_result)}
+CASES: dict[str, BenchCase] = {
+    "model": BenchCase(run_model_case, format_model_result),
+    "patching": BenchCase(run_patching_case, format_patching_result),
+    "training": BenchCase(run_training_case, format_training_result),
+}
 
 
 def measure_peaks(suite: Suite) -> dict[str, float]:
@@ -252,7 +568,8 @@ def run_benchmarks(
 
     The peak of each precision is the best of the two measurements (before and after the cases), so a
     machine busy with other work during one of them does not inflate the fractions. Every result with a
-    ``flops_per_s`` gets ``fraction_of_peak`` (precision -> achieved / peak). ``log`` receives one line per
+    ``flops_per_s``, and every dict inside a result with one (the implementations of the training case), gets
+    ``fraction_of_peak`` (precision -> achieved / peak). ``log`` receives one line per
     measurement as it finishes, then a summary (e.g. ``print``). Returns the suite name, the machine, the
     peaks (with both samples), one list of results per case and the total seconds.
     """
@@ -272,8 +589,9 @@ def run_benchmarks(
         + ", ".join(f"{name} {flops / 1e9:.1f} GFLOP/s" for name, flops in peaks.items()))
     for case_name, case_results in results.items():
         for result in case_results:
-            if "flops_per_s" in result:
-                result["fraction_of_peak"] = {name: result["flops_per_s"] / peak for name, peak in peaks.items()}
+            for part in (result, *(value for value in result.values() if isinstance(value, dict))):
+                if "flops_per_s" in part:
+                    part["fraction_of_peak"] = {name: part["flops_per_s"] / peak for name, peak in peaks.items()}
             say(CASES[case_name].describe(result))
     return {
         "suite": suite.name,

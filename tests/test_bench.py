@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
 
 from blt import bench
-from blt.bench import ModelCase, Suite, random_patch_lengths, run_benchmarks
+from blt.bench import (
+    ModelCase,
+    PatchingCase,
+    Suite,
+    random_patch_lengths,
+    run_benchmarks,
+)
 from blt.cli import main
-from blt.config import BLTConfig, GlobalConfig, HashEmbeddingConfig, LocalDecoderConfig, LocalEncoderConfig
-from blt.flops import blt_flops
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+)
+from blt.flops import blt_flops, entropy_model_flops
+from blt.patching import EntropyModel, patch_lengths_from_entropies
+from tests.helpers import random_ids
 
 
 def _micro_suite() -> Suite:
@@ -80,3 +96,122 @@ def test_cli_rejects_bad_threads_in_one_line(capsys):
     assert main(["bench", "--threads", "0"]) == 2
     err = capsys.readouterr().err
     assert "--threads must be >= 1" in err and err.count("\n") == 1
+
+
+def _micro_patching_suite() -> Suite:
+    cfg = EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=16, max_seq_len=64)
+    return Suite("micro", (), peak_size=128, peak_repeats=1, patching_cases=(
+        PatchingCase("micro", cfg, batch_size=1, seq_len=96, warmup=0, iterations=2),
+        PatchingCase("micro", cfg, batch_size=4, seq_len=96, warmup=1, iterations=1),
+    ))
+
+
+def test_patching_case_reports_mb_per_s_flops_and_speedup_over_batch_1():
+    result = run_benchmarks(_micro_patching_suite(), cases=["patching"], threads=1)
+    assert "model" not in result
+    rows = result["patching"]
+    assert [(r["batch_size"], r["precision"]) for r in rows] == [(1, "fp32"), (1, "bf16"), (4, "fp32"), (4, "bf16")]
+    cfg = _micro_patching_suite().patching_cases[0].config
+    for r in rows:
+        assert len(r["step_seconds"]) == (2 if r["batch_size"] == 1 else 1)
+        assert r["bytes_per_s"] == pytest.approx(r["batch_size"] * 96 / r["step_seconds_median"])
+        assert r["forward_flops_per_byte"] == pytest.approx(entropy_model_flops(cfg, seq_len=96).forward)
+        assert r["flops_per_s"] == pytest.approx(r["forward_flops_per_byte"] * r["bytes_per_s"])
+        assert r["chunk_len"] == EntropyModel(cfg).default_chunk_len(r["batch_size"])
+        assert 3.0 < r["mean_patch_size"] < 6.5  # the threshold aims at 4.5 bytes per patch
+        assert set(r["fraction_of_peak"]) == {"fp32", "bf16"}
+    for batched in rows[2:]:
+        single = next(r for r in rows[:2] if r["precision"] == batched["precision"])
+        assert batched["speedup_over_batch_1"] == pytest.approx(batched["bytes_per_s"] / single["bytes_per_s"])
+    assert all("speedup_over_batch_1" not in r for r in rows[:2])
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_patch_bytes_matches_the_patcher_pieces():
+    model = EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=16)).init_weights(seed=0)
+    ids = random_ids(3, 50, torch.Generator().manual_seed(0))
+    lengths = bench.patch_bytes(model, ids, threshold=5.0, precision="fp32")
+    assert lengths.equal(patch_lengths_from_entropies(model.entropies(ids), 5.0))
+    assert lengths.sum(dim=1).tolist() == [50] * 3
+
+
+def test_cli_runs_the_patching_case(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.SUITES, "quick", _micro_patching_suite)
+    out = tmp_path / "patching.json"
+    assert main(["bench", "patching", "--threads", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "patching micro  fp32 4x96" in printed and "MB/s" in printed and "x batch 1" in printed
+    assert [r["batch_size"] for r in json.loads(out.read_text())["patching"]] == [1, 1, 4, 4]
+
+
+def test_patching_case_checks_its_numbers():
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        PatchingCase("bad", EntropyModelConfig(), batch_size=0, seq_len=64, warmup=0, iterations=1)
+    with pytest.raises(ValueError, match="mean_patch_size must be > 1"):
+        PatchingCase("bad", EntropyModelConfig(), batch_size=1, seq_len=64, warmup=0, iterations=1, mean_patch_size=1)
+
+
+def _micro_training_suite(against_hf: bool) -> Suite:
+    case = bench.TrainingCase("micro", _micro_suite().model_cases[0].config, batch_size=2, seq_len=64, patch_size=5,
+                              warmup=1, iterations=2)
+    return Suite("micro", (), peak_size=128, peak_repeats=1, training_cases=(case,), against_hf=against_hf)
+
+
+def test_training_case_times_transformers_on_the_same_weights_and_patches():
+    pytest.importorskip("transformers")
+    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1)
+    rows = result["training"]
+    assert [(r["case"], r["precision"]) for r in rows] == [("micro", "fp32"), ("micro", "bf16")]
+    for r in rows:
+        assert r["baseline_missing"] is None and r["patch_size"] == 5
+        assert r["mean_patch_size"] == pytest.approx(64 / 14)  # BOS, 12 patches of 5, one of 3
+        ours, theirs = r["blt"], r["transformers"]
+        for numbers in (ours, theirs):
+            assert len(numbers["step_seconds"]) == 2
+            assert numbers["bytes_per_s"] == pytest.approx(2 * 64 / numbers["step_seconds_median"])
+            assert numbers["flops_per_s"] == pytest.approx(r["training_flops_per_byte"] * numbers["bytes_per_s"])
+            assert set(numbers["fraction_of_peak"]) == {"fp32", "bf16"}
+            assert numbers["peak_step_memory_bytes"] > 0
+        ratios = [hf / blt for hf, blt in zip(theirs["step_seconds"], ours["step_seconds"])]
+        assert r["speedup"] == pytest.approx(sum(ratios) / 2)  # the median of two
+    fp32 = rows[0]
+    assert fp32["blt"]["loss"] == pytest.approx(fp32["transformers"]["loss"], abs=1e-4)  # the same model and input
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_training_case_without_transformers_reports_ours_and_says_why(monkeypatch):
+    result = run_benchmarks(_micro_training_suite(against_hf=False), cases=["training"], threads=1)
+    assert all(r["transformers"] is None and r["speedup"] is None for r in result["training"])
+    assert {r["baseline_missing"] for r in result["training"]} == {bench.HF_NOT_ASKED}
+    assert all(r["blt"]["bytes_per_s"] > 0 for r in result["training"])
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1)
+    assert {r["baseline_missing"] for r in result["training"]} == {bench.HF_MISSING}
+    assert "transformers: transformers is not installed" in bench.format_training_result(result["training"][0])
+
+
+def test_cli_against_hf_runs_the_training_case(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("transformers")
+    monkeypatch.setitem(bench.SUITES, "quick", lambda: _micro_training_suite(against_hf=False))
+    out = tmp_path / "training.json"
+    assert main(["bench", "training", "--against-hf", "--threads", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "training micro  fp32 2x64 (patches of 5)" in printed and "x transformers" in printed
+    assert all(r["transformers"] is not None for r in json.loads(out.read_text())["training"])
+
+
+def test_fixed_patch_lengths_and_training_case_checks():
+    assert bench.fixed_patch_lengths(2, 12, 5).tolist() == [[1, 5, 5, 1]] * 2
+    assert bench.fixed_patch_lengths(1, 11, 5).tolist() == [[1, 5, 5]]
+    with pytest.raises(ValueError, match="patch_size >= 1"):
+        bench.TrainingCase("bad", BLTConfig.preset("tiny"), batch_size=1, seq_len=64, patch_size=0, warmup=0, iterations=1)
+
+
+def test_peak_step_memory_counts_tensors_alive_together():
+    def step():
+        a = torch.ones(256, 1024)  # 1 MiB
+        b = torch.ones(512, 1024)  # 2 MiB, while a is alive
+        del a, b
+        torch.ones(128, 1024)  # 0.5 MiB after both are freed
+    assert 3 * 2**20 <= bench.peak_step_memory(step) < 3 * 2**20 + 2**16

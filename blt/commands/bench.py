@@ -1,8 +1,9 @@
-"""`blt bench [CASE] [--suite quick|full]`: speeds next to baselines measured in the same run (see `blt.bench`)."""
+"""`blt bench [CASE] [--suite quick|full] [--against-hf]`: speeds next to baselines measured in the same run (see `blt.bench`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,15 +13,24 @@ from blt.bench import CASES, SUITES, run_benchmarks, suite_named
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("case", nargs="?", choices=sorted(CASES), metavar="CASE",
                    help="benchmark to run (default: all). model: BLT forward+backward bytes/s in fp32 and bf16, "
-                        "as a fraction of the fp32 and bf16 matmul peak measured in the same run")
+                        "as a fraction of the fp32 and bf16 matmul peak measured in the same run. patching: "
+                        "entropy-model patching MB/s (entropies + patch boundaries) in fp32 and bf16, one row "
+                        "per call and batched, against the same peaks and as a speedup over one row. training: "
+                        "a training step (loss + backward) of the tiny and the small (56M) model in fp32 and bf16, "
+                        "bytes/s, fraction of peak and peak memory per step, with --against-hf next to "
+                        "transformers' BltForCausalLM on the same weights and patches")
     p.add_argument("--suite", default="quick", choices=sorted(SUITES),
-                   help="quick (about a minute on 2 cores) or full (larger batches, more iterations; default: %(default)s)")
+                   help="quick (a few minutes on 2 idle cores) or full (larger batches, more iterations; default: %(default)s)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the results (with a description of the machine) as JSON here")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's current setting)")
+    p.add_argument("--against-hf", action="store_true",
+                   help="training case: also time transformers' BltForCausalLM (needs the hf extra), interleaved with ours")
 
 
 def run(args: argparse.Namespace) -> int:
     suite = suite_named(args.suite)
+    if args.against_hf:
+        suite = dataclasses.replace(suite, against_hf=True)
     cases = [args.case] if args.case else None
     result = run_benchmarks(suite, cases=cases, threads=args.threads, log=lambda line: print(line, flush=True))
     machine = result["machine"]

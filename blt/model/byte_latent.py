@@ -14,12 +14,14 @@ from torch import nn
 from blt.config import BLTConfig, LocalDecoderConfig, LocalEncoderConfig
 from blt.model.hashing import HashNgramEmbedding
 from blt.model.layers import (
+    CausalMask,
     CrossAttention,
+    GroupMask,
     RMSNorm,
+    SegmentMask,
     TransformerStack,
     embedding_init,
     linear_init,
-    local_attention_mask,
     seeded,
 )
 from blt.patching.bookkeeping import check_patch_lengths, decoder_patch_ids, patch_ids_from_lengths, patch_starts
@@ -49,32 +51,25 @@ class PatchLayout:
             num_patches=patch_lengths.shape[1],
         )
 
-    def encoder_cross_mask(self, k: int) -> torch.Tensor:
-        """Patch query slot (p, s) sees byte t iff t is in patch p. -> bool (B, 1, P*k, T).
+    def encoder_cross_mask(self, k: int) -> SegmentMask:
+        """Patch query slot (p, s) sees byte t iff t is in patch p (dense: bool (B, 1, P*k, T)).
 
         Padding patches own no byte; they see BOS instead so that softmax stays finite (their outputs
         are never read: the global model is causal and the decoder reads only real patches).
         """
-        P = self.num_patches
-        patches = torch.arange(P, device=self.patch_ids.device)
-        mask = patches[None, :, None] == self.patch_ids[:, None, :]  # (B, P, T)
-        empty = ~mask.any(dim=-1, keepdim=True)  # (B, P, 1)
-        mask = mask | (empty & (torch.arange(mask.shape[-1], device=mask.device) == 0))
-        return mask.repeat_interleave(k, dim=1)[:, None]  # (B, P, T) -> (B, 1, P*k, T)
+        return SegmentMask(self.patch_ids, self.num_patches, group=k)
 
-    def decoder_cross_mask(self, k: int) -> torch.Tensor:
-        """Byte t sees the k slots of patch decoder_patch_ids[t]. -> bool (B, 1, T, P*k)."""
-        patches = torch.arange(self.num_patches, device=self.patch_ids.device)
-        mask = self.decoder_patch_ids[:, :, None] == patches[None, None, :]  # (B, T, P)
-        return mask.repeat_interleave(k, dim=2)[:, None]
+    def decoder_cross_mask(self, k: int) -> GroupMask:
+        """Byte t sees the k slots of patch decoder_patch_ids[t] (dense: bool (B, 1, T, P*k))."""
+        return GroupMask(self.decoder_patch_ids, self.num_patches, group=k)
 
-    def global_mask(self) -> torch.Tensor:
-        """Causal over patches, within a document. -> bool (B, 1, P, P)."""
-        P = self.num_patches
-        pos = torch.arange(P, device=self.patch_doc_ids.device)
-        causal = pos[None, :] <= pos[:, None]
-        same_doc = self.patch_doc_ids[:, :, None] == self.patch_doc_ids[:, None, :]
-        return (causal & same_doc)[:, None]
+    def local_mask(self, window: int | None) -> CausalMask:
+        """Byte i sees byte j iff j <= i, same document, i - j < window (dense: bool (B, 1, T, T))."""
+        return CausalMask(self.byte_doc_ids, window)
+
+    def global_mask(self) -> CausalMask:
+        """Causal over patches, within a document (dense: bool (B, 1, P, P))."""
+        return CausalMask(self.patch_doc_ids, None)
 
 
 def patch_max_pool(states: torch.Tensor, patch_ids: torch.Tensor, num_patches: int) -> torch.Tensor:
@@ -103,7 +98,7 @@ class LocalEncoder(nn.Module):
         """x (B, T, D_e) embedded bytes -> byte states (B, T, D_e), patch states (B, P, k*D_e)."""
         B, T, D = x.shape
         rope = self.transformer.rope(torch.arange(T, device=x.device))
-        self_mask = local_attention_mask(layout.byte_doc_ids, self.cfg.window)
+        self_mask = layout.local_mask(self.cfg.window)
         cross_mask = layout.encoder_cross_mask(self.k)
         queries = None
         last = len(self.transformer.layers) - 1
@@ -172,7 +167,7 @@ class LocalDecoder(nn.Module):
         B, T, D = byte_states.shape
         patch_states = self.patch_projection(global_states).view(B, -1, D)  # (B, P, k*D) -> (B, P*k, D)
         rope = self.transformer.rope(torch.arange(T, device=byte_states.device))
-        self_mask = local_attention_mask(layout.byte_doc_ids, self.cfg.window)
+        self_mask = layout.local_mask(self.cfg.window)
         cross_mask = layout.decoder_cross_mask(self.k)
         h = byte_states
         for i, layer in enumerate(self.transformer.layers):

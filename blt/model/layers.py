@@ -2,17 +2,20 @@
 
 Pre-norm RMSNorm (eps 1e-5), bias-free linears, SwiGLU, RoPE that rotates *adjacent pairs*
 (x[0::2], x[1::2]; the Meta layout), grouped key/value heads, and attention through
-`torch.nn.functional.scaled_dot_product_attention` with boolean masks (True = may attend).
+`torch.nn.functional.scaled_dot_product_attention` with boolean masks (True = may attend), or through a
+`SparseMask` that knows its pattern and skips what a dense mask would only mask out: `CausalMask`
+(causal, per document, sliding window: block by block), `SegmentMask` and `GroupMask` (BLT's patch
+cross-attentions, where a query sees a handful of keys).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from blt.config import TransformerConfig
@@ -76,10 +79,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate adjacent pairs of x (B, H, T, hd) by the angles in cos/sin ((T, hd/2) or (B, T, hd/2))."""
     if cos.dim() == 3:  # per-row positions: (B, T, hd/2) -> (B, 1, T, hd/2)
         cos, sin = cos[:, None], sin[:, None]
-    pairs = x.float().unflatten(-1, (-1, 2))  # (B, H, T, hd) -> (B, H, T, hd/2, 2)
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+    return rotate_pairs(x, torch.complex(cos, sin))
+
+
+def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """x (..., hd) with adjacent pairs (x[0::2], x[1::2]) read as complex numbers, times ``rotation``
+    (complex, broadcastable to (..., hd/2)); computed in float32, returned in the dtype of x.
+
+    One complex multiply is RoPE's (even·cos − odd·sin, even·sin + odd·cos) in a single kernel.
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., hd) -> (..., hd/2) complex
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -130,15 +140,22 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor, cache: LayerCache | None = None
     ) -> torch.Tensor:
-        """x (B, T, D); rope for the T new positions; mask (B, 1, T, T_past + T) when a cache is given."""
-        q = rearrange(self.wq(x), "b t (h d) -> b h t d", d=self.head_dim)
-        k = rearrange(self.wk(x), "b t (h d) -> b h t d", d=self.head_dim)
-        v = rearrange(self.wv(x), "b t (h d) -> b h t d", d=self.head_dim)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
-            k, v = cache.extend(k, v)
-        out = attend(q, k, v, mask)
-        return self.wo(rearrange(out, "b h t d -> b t (h d)"))
+        """x (B, T, D); rope for the T new positions; mask bool (B, 1, T, T_past + T) (dense, needed with a
+        cache) or a `SparseMask` such as `CausalMask` over the T positions."""
+        q, k, v = (w(x).unflatten(-1, (-1, self.head_dim)) for w in (self.wq, self.wk, self.wv))  # (B, T, h, hd)
+        cos, sin = rope
+        rotation = torch.complex(cos, sin).unsqueeze(-2)  # (..., T, hd/2) -> (..., T, 1, hd/2), over heads
+        q, k = rotate_pairs(q, rotation), rotate_pairs(k, rotation)
+        if isinstance(mask, SparseMask):
+            if cache is not None:
+                raise ValueError("a KV cache needs a dense mask over past + new positions, not a SparseMask")
+            out = mask.attend(q, k, v)  # (B, T, H, hd)
+        else:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, T, h, hd) -> (B, h, T, hd)
+            if cache is not None:
+                k, v = cache.extend(k, v)
+            out = attend(q, k, v, mask).transpose(1, 2)
+        return self.wo(out.flatten(2))  # (B, T, H, hd) -> (B, T, H hd) -> (B, T, D)
 
     def init_weights(self, std: float) -> None:
         for w in (self.wq, self.wk, self.wv, self.wo):
@@ -206,20 +223,239 @@ class CrossAttention(nn.Module):
         self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
 
-    def forward(self, queries: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """queries (B, Tq, D), states (B, Tk, D), mask bool (B, 1, Tq, Tk) -> (B, Tq, D)."""
-        q = rearrange(self.wq(self.query_norm(queries)), "b t (h d) -> b h t d", d=self.head_dim)
+    def forward(self, queries: torch.Tensor, states: torch.Tensor, mask: torch.Tensor | SparseMask | None) -> torch.Tensor:
+        """queries (B, Tq, D), states (B, Tk, D) -> (B, Tq, D).
+
+        ``mask`` says who sees whom: a bool (B, 1, Tq, Tk) tensor, or a `SparseMask` that attends without
+        materialising the Tq × Tk scores (the patch patterns of BLT, where each query sees a few keys).
+        """
+        q = self.wq(self.query_norm(queries)).unflatten(-1, (-1, self.head_dim))  # (B, Tq, D) -> (B, Tq, H, hd)
         kv = self.kv_norm(states)
-        k = rearrange(self.wk(kv), "b t (h d) -> b h t d", d=self.head_dim)
-        v = rearrange(self.wv(kv), "b t (h d) -> b h t d", d=self.head_dim)
-        out = attend(q, k, v, mask)
-        return queries + self.wo(rearrange(out, "b h t d -> b t (h d)"))
+        k, v = (w(kv).unflatten(-1, (-1, self.head_dim)) for w in (self.wk, self.wv))  # (B, Tk, H_kv, hd)
+        if isinstance(mask, SparseMask):
+            out = mask.attend(q, k, v)  # (B, Tq, H, hd)
+        else:
+            out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask).transpose(1, 2)
+        return queries + self.wo(out.flatten(2))
 
     def init_weights(self, std_factor: float = 1.0) -> None:
         self.query_norm.init_weights()
         self.kv_norm.init_weights()
         for w in (self.wq, self.wk, self.wv, self.wo):
             trunc_normal_(w.weight, std_factor * self.dim**-0.5)
+
+
+class SparseMask(abc.ABC):
+    """An attention pattern in which every query sees only some keys, attended to without scoring every
+    (query, key) pair under a dense (Tq, Tk) mask: the work follows the pairs that may attend.
+
+    Subclasses give ``attend(q, k, v)`` on (B, T, H, hd) tensors and ``dense()``, the equivalent bool mask
+    (B, 1, Tq, Tk) for `attend` (tests compare the two).
+    """
+
+    @abc.abstractmethod
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, Tq, H, hd), k/v (B, Tk, H_kv, hd) -> (B, Tq, H, hd) in the dtype of q."""
+
+    @abc.abstractmethod
+    def dense(self) -> torch.Tensor:
+        """The same pattern as a bool mask (B, 1, Tq, Tk), True = may attend."""
+
+
+def _repeat_kv_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, T, H_kv, hd) -> (B, T, n_heads, hd) for grouped key/value heads."""
+    return x if x.shape[2] == n_heads else x.repeat_interleave(n_heads // x.shape[2], dim=2)
+
+
+class _SegmentAttention(torch.autograd.Function):
+    """Softmax attention of the G queries of each segment over the keys of that segment, in float32.
+
+    q (S, G, H, hd); k, v (N, H, hd) with key n in segment ``ids[n]`` -> (S, G, H, hd); a segment without
+    keys gives 0. Each key scores the queries of its own segment (a gather), and the softmax over a
+    segment's keys is a segment sum (`index_add`) of exp(score − segment max). Backward recomputes the
+    gathers instead of saving them: it keeps q, k, v and the (N, G, H) probabilities, not (N, G, H, hd).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, ids):
+        scale = q.shape[-1] ** -0.5
+        scores = (q.float().index_select(0, ids) * k.float()[:, None]).sum(-1) * scale  # (N, G, H)
+        # Any shift constant over a segment leaves its softmax unchanged; its max keeps exp() in range.
+        index = ids[:, None, None].expand_as(scores)
+        segment_max = scores.new_full(q.shape[:-1], -torch.inf).scatter_reduce_(0, index, scores, "amax")  # (S, G, H)
+        weights = (scores - segment_max.index_select(0, ids)).exp_()
+        totals = weights.new_zeros(q.shape[:-1]).index_add_(0, ids, weights)
+        probs = weights.div_(totals.index_select(0, ids))  # (N, G, H): sums to 1 over each segment's keys
+        out = probs.new_zeros(q.shape).index_add_(0, ids, probs[..., None] * v.float()[:, None])
+        ctx.save_for_backward(q, k, v, ids, probs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, ids, probs = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_out = grad_out.float().index_select(0, ids)  # (N, G, H, hd): the gradient of each key's segment
+        grad_v = (probs[..., None] * grad_out).sum(1)  # (N, H, hd)
+        weighted = probs * (grad_out * v.float()[:, None]).sum(-1)  # p · dL/dp, (N, G, H)
+        segment_sums = weighted.new_zeros(q.shape[:-1]).index_add_(0, ids, weighted)
+        grad_scores = (weighted - probs * segment_sums.index_select(0, ids)) * scale  # softmax backward
+        grad_k = (grad_scores[..., None] * q.float().index_select(0, ids)).sum(1)
+        grad_q = grad_scores.new_zeros(q.shape).index_add_(0, ids, grad_scores[..., None] * k.float()[:, None])
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None
+
+
+class _GroupAttention(torch.autograd.Function):
+    """Softmax attention of query n over the G keys of group ``ids[n]``, in float32.
+
+    q (N, H, hd); k, v (M, G, H, hd) -> (N, H, hd). Backward recomputes the gathered keys and values
+    instead of saving them: it keeps q, k, v and the (N, G, H) probabilities, not (N, G, H, hd).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, ids):
+        scale = q.shape[-1] ** -0.5
+        scores = (q.float()[:, None] * k.float().index_select(0, ids)).sum(-1) * scale  # (N, G, H)
+        probs = scores.softmax(dim=1)
+        out = (probs[..., None] * v.float().index_select(0, ids)).sum(1)  # (N, H, hd)
+        ctx.save_for_backward(q, k, v, ids, probs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, ids, probs = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_out = grad_out.float()[:, None]  # (N, 1, H, hd)
+        grad_v = torch.zeros(v.shape, device=v.device).index_add_(0, ids, probs[..., None] * grad_out)
+        weighted = probs * (grad_out * v.float().index_select(0, ids)).sum(-1)  # p · dL/dp, (N, G, H)
+        grad_scores = (weighted - probs * weighted.sum(1, keepdim=True)) * scale  # softmax backward
+        grad_q = (grad_scores[..., None] * k.float().index_select(0, ids)).sum(1)
+        grad_k = torch.zeros(k.shape, device=k.device).index_add_(0, ids, grad_scores[..., None] * q.float()[:, None])
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None
+
+
+class SegmentMask(SparseMask):
+    """Queries in groups of ``group``; group s sees exactly the keys whose ``segment_ids`` is s.
+
+    The encoder's pattern: the k query slots of patch p see the bytes of patch p. segment_ids (B, Tk) ->
+    dense (B, 1, S * group, Tk). A group whose segment has no key (a padding patch) sees key 0 instead, so
+    that its output stays finite (it equals the value of key 0).
+    """
+
+    def __init__(self, segment_ids: torch.Tensor, num_segments: int, group: int):
+        B = segment_ids.shape[0]
+        self.segment_ids, self.num_segments, self.group = segment_ids, num_segments, group
+        row_offsets = torch.arange(B, device=segment_ids.device)[:, None] * num_segments
+        self.flat_ids = (segment_ids + row_offsets).flatten()  # (B * Tk,) segment of each key, over all rows
+        keys_per_segment = torch.bincount(self.flat_ids, minlength=B * num_segments)
+        self.empty = (keys_per_segment == 0).view(B, num_segments, 1, 1, 1)  # (B, S, 1, 1, 1)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, S * group, H, hd), k/v (B, Tk, H_kv, hd) -> (B, S * group, H, hd) (see `_SegmentAttention`)."""
+        B, Tq, H, hd = q.shape
+        Tk, S, G = k.shape[1], self.num_segments, self.group
+        k, v = _repeat_kv_heads(k, H), _repeat_kv_heads(v, H)
+        out = _SegmentAttention.apply(q.reshape(B * S, G, H, hd), k.reshape(B * Tk, H, hd), v.reshape(B * Tk, H, hd),
+                                      self.flat_ids)  # (B*S, G, H, hd), float32
+        out = torch.where(self.empty, v[:, 0, None, None].float(), out.view(B, S, G, H, hd))  # empty: value of key 0
+        return out.view(B, Tq, H, hd).to(q.dtype)
+
+    def dense(self) -> torch.Tensor:
+        segments = torch.arange(self.num_segments, device=self.segment_ids.device)
+        mask = segments[None, :, None] == self.segment_ids[:, None, :]  # (B, S, Tk)
+        mask = mask | (self.empty.view(-1, self.num_segments, 1) & (torch.arange(mask.shape[-1], device=mask.device) == 0))
+        return mask.repeat_interleave(self.group, dim=1)[:, None]  # (B, S, Tk) -> (B, 1, S*group, Tk)
+
+
+class GroupMask(SparseMask):
+    """Query t sees exactly the ``group`` consecutive keys of group ``group_ids[t]``.
+
+    The decoder's pattern: byte t sees the k slots of the patch whose global state it reads.
+    group_ids (B, Tq) -> dense (B, 1, Tq, num_groups * group).
+    """
+
+    def __init__(self, group_ids: torch.Tensor, num_groups: int, group: int):
+        B = group_ids.shape[0]
+        self.group_ids, self.num_groups, self.group = group_ids, num_groups, group
+        row_offsets = torch.arange(B, device=group_ids.device)[:, None] * num_groups
+        self.flat_ids = (group_ids + row_offsets).flatten()  # (B * Tq,)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, Tq, H, hd), k/v (B, num_groups * group, H_kv, hd) -> (B, Tq, H, hd) (see `_GroupAttention`)."""
+        B, Tq, H, hd = q.shape
+        M, G = B * self.num_groups, self.group
+        k, v = _repeat_kv_heads(k, H), _repeat_kv_heads(v, H)
+        out = _GroupAttention.apply(q.reshape(B * Tq, H, hd), k.reshape(M, G, H, hd), v.reshape(M, G, H, hd),
+                                    self.flat_ids)  # (B*Tq, H, hd), float32
+        return out.view(B, Tq, H, hd).to(q.dtype)
+
+    def dense(self) -> torch.Tensor:
+        groups = torch.arange(self.num_groups, device=self.group_ids.device)
+        mask = self.group_ids[:, :, None] == groups[None, None, :]  # (B, Tq, num_groups)
+        return mask.repeat_interleave(self.group, dim=2)[:, None]
+
+
+class CausalMask(SparseMask):
+    """Self-attention that is causal, within documents and within a window: query i sees key j iff j <= i,
+    both are in the same document and i - j < window (None = no window). doc_ids (B, T); dense form:
+    `local_attention_mask`.
+
+    Attended block by block instead of over a dense (T, T) mask: with blocks of ``window`` positions, block 0
+    is plain causal attention and block j > 0 sees only keys of blocks j - 1 and j (a band mask of shape
+    (window, 2 window)), so the work grows as T × window, not T². Without a document boundary in the batch
+    (no EOS before the last byte) the first block needs no mask (``is_causal``), the fast kernel path.
+    """
+
+    def __init__(self, doc_ids: torch.Tensor, window: int | None):
+        self.doc_ids, self.window = doc_ids, window
+        T = doc_ids.shape[1]
+        self.block = T if window is None or window >= T else window
+        self.one_document = T == 0 or bool((doc_ids[:, -1] == doc_ids[:, 0]).all())  # ids never decrease along a row
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, T, H, hd), k/v (B, T, H_kv, hd) -> (B, T, H, hd)."""
+        B, T, H, hd = q.shape
+        W = self.block
+        q, k, v = (t.transpose(1, 2) for t in (q, _repeat_kv_heads(k, H), _repeat_kv_heads(v, H)))  # (B, H, T, hd)
+        first = self._first_block(q[:, :, :W], k[:, :, :W], v[:, :, :W])
+        if T <= W:
+            return first.transpose(1, 2)
+        n_blocks = -(-T // W)
+        pad = n_blocks * W - T  # padded queries see only keys before them and padding: finite, then dropped
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+
+        def windows(x: torch.Tensor) -> torch.Tensor:  # keys of blocks j-1 and j, for j = 1..n-1
+            x = x.unfold(2, 2 * W, W)  # (B, H, T', hd) -> (B, H, n-1, hd, 2W), a view
+            return x.permute(0, 2, 1, 4, 3).reshape(B * (n_blocks - 1), H, 2 * W, hd)
+
+        queries = q[:, :, W:].unflatten(2, (n_blocks - 1, W)).transpose(1, 2).reshape(B * (n_blocks - 1), H, W, hd)
+        rest = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=self._band_mask(n_blocks))
+        rest = rest.view(B, n_blocks - 1, H, W, hd).transpose(1, 2).reshape(B, H, (n_blocks - 1) * W, hd)
+        return torch.cat((first, rest[:, :, : T - W]), dim=2).transpose(1, 2)
+
+    def _first_block(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Positions [0, W): causal (the window cannot cut anything shorter than itself)."""
+        if self.one_document:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        W = q.shape[2]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=local_attention_mask(self.doc_ids[:, :W], None))
+
+    def _band_mask(self, n_blocks: int) -> torch.Tensor:
+        """Block j > 0: query r (position jW + r) sees key c of blocks j-1, j (position (j-1)W + c) iff
+        r < c <= r + W (causal and within the window), and same document. -> (1 or B(n-1), 1, W, 2W)."""
+        W, device = self.block, self.doc_ids.device
+        rows, cols = torch.arange(W, device=device)[:, None], torch.arange(2 * W, device=device)[None, :]
+        band = (cols > rows) & (cols <= rows + W)  # (W, 2W)
+        if self.one_document:
+            return band[None, None]
+        B, T = self.doc_ids.shape
+        docs = F.pad(self.doc_ids, (0, n_blocks * W - T), value=-1)  # padding is a document of its own
+        query_docs = docs[:, W:].view(B, n_blocks - 1, W)
+        key_docs = docs.unfold(1, 2 * W, W)  # (B, n-1, 2W)
+        same = query_docs[..., :, None] == key_docs[..., None, :]  # (B, n-1, W, 2W)
+        return (band & same).view(B * (n_blocks - 1), 1, W, 2 * W)
+
+    def dense(self) -> torch.Tensor:
+        return local_attention_mask(self.doc_ids, self.window)
 
 
 class TransformerStack(nn.Module):
