@@ -122,6 +122,8 @@ class Suite:
     patching_cases: tuple[PatchingCase, ...] = ()  # entropy models to time patching with
     training_cases: tuple[TrainingCase, ...] = ()  # models to time training steps of, against transformers
     against_hf: bool = False  # the training case also times transformers' BltForCausalLM (if installed)
+    generation_new_bytes: tuple[int, ...] = ()  # lengths the generation case generates (`blt.bench_generation`)
+    generation_calibration_bytes: int = 512  # greedy bytes the generation case calibrates its θ on
 
     def __post_init__(self):
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
@@ -141,7 +143,7 @@ def _quick_suite() -> Suite:
         # "small" is the issue's 56M reference (encoder 1x256, global 6x512, decoder 3x256, k = 2).
         TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=1, iterations=3),
         TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=1, iterations=3),
-    ))
+    ), generation_new_bytes=(64, 512))
 
 
 def _full_suite() -> Suite:
@@ -156,7 +158,7 @@ def _full_suite() -> Suite:
     ), training_cases=(
         TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=2, iterations=8),
         TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=2, iterations=8),
-    ))
+    ), generation_new_bytes=(64, 256, 512, 1024))
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"quick": _quick_suite, "full": _full_suite}
@@ -549,10 +551,33 @@ class BenchCase:
     describe: Callable[[dict[str, Any]], str]  # one line per result
 
 
+def run_generation_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The ``generation`` case: the cached engine against our full recompute and (with ``against_hf``)
+    transformers' `BltForCausalLM.generate(use_cache=False)`, `tiny` sizes (see `blt.bench_generation`)."""
+    from blt.bench_generation import bench_generation, format_row
+
+    record = bench_generation("tiny", new_bytes=suite.generation_new_bytes, engine_only=(),
+                              against_transformers=suite.against_hf, calibration_bytes=suite.generation_calibration_bytes,
+                              log=lambda row: log(format_row(row)))
+    return [{"case": "generation", **{k: v for k, v in record.items() if k != "results"}, **row}
+            for row in record["results"]]
+
+
+def format_generation_result(result: dict[str, Any]) -> str:
+    text = (f"generation tiny, {result['new_bytes']} new bytes: engine {result['engine_bytes_per_s']:.0f} B/s, "
+            f"{result['speedup_vs_full_recompute']:.1f}x our full recompute")
+    if "speedup_vs_transformers" in result:
+        text += f", {result['speedup_vs_transformers']:.1f}x transformers"
+    else:
+        text += f" (transformers: {result['transformers']})"
+    return text + f"; {result['global_steps_per_byte']:.3f} global steps per byte"
+
+
 CASES: dict[str, BenchCase] = {
     "model": BenchCase(run_model_case, format_model_result),
     "patching": BenchCase(run_patching_case, format_patching_result),
     "training": BenchCase(run_training_case, format_training_result),
+    "generation": BenchCase(run_generation_case, format_generation_result),
 }
 
 

@@ -215,3 +215,16 @@ def test_peak_step_memory_counts_tensors_alive_together():
         del a, b
         torch.ones(128, 1024)  # 0.5 MiB after both are freed
     assert 3 * 2**20 <= bench.peak_step_memory(step) < 3 * 2**20 + 2**16
+
+
+def test_generation_case_reports_engine_speedups():
+    pytest.importorskip("transformers")
+    suite = Suite("micro", (), peak_size=128, peak_repeats=1, against_hf=True, generation_new_bytes=(8,),
+                  generation_calibration_bytes=32)
+    lines = []
+    result = run_benchmarks(suite, cases=["generation"], threads=1, log=lines.append)
+    (row,) = result["generation"]
+    assert row["new_bytes"] == 8 and row["engine_equals_full_recompute"] is True
+    assert row["transformers"] == "ran" and row["speedup_vs_transformers"] > 0
+    assert "x transformers" in bench.format_generation_result(row)
+    assert any(line.startswith("generation tiny, 8 new bytes") for line in lines)

@@ -18,13 +18,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "per call and batched, against the same peaks and as a speedup over one row. training: "
                         "a training step (loss + backward) of the tiny and the small (56M) model in fp32 and bf16, "
                         "bytes/s, fraction of peak and peak memory per step, with --against-hf next to "
-                        "transformers' BltForCausalLM on the same weights and patches")
+                        "transformers' BltForCausalLM on the same weights and patches. generation: bytes/s of the "
+                        "cached engine against our full recompute and, with --against-hf, transformers' "
+                        "generate(use_cache=False)")
     p.add_argument("--suite", default="quick", choices=sorted(SUITES),
                    help="quick (a few minutes on 2 idle cores) or full (larger batches, more iterations; default: %(default)s)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the results (with a description of the machine) as JSON here")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's current setting)")
     p.add_argument("--against-hf", action="store_true",
-                   help="training case: also time transformers' BltForCausalLM (needs the hf extra), interleaved with ours")
+                   help="training and generation cases: also time transformers' BltForCausalLM (needs the hf extra)")
 
 
 def run(args: argparse.Namespace) -> int:
