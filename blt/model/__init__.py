@@ -13,6 +13,14 @@ from blt.model.byte_latent import (
 from blt.model.hashing import HashNgramEmbedding, ngram_hashes
 
 __all__ = [
-    "ByteLatentTransformer", "GlobalTransformer", "LocalDecoder", "LocalEncoder", "PatchLayout",
-    "byte_loss_mask", "next_byte_loss", "parameter_counts", "HashNgramEmbedding", "ngram_hashes",
+    "ByteLatentTransformer",
+    "GlobalTransformer",
+    "HashNgramEmbedding",
+    "LocalDecoder",
+    "LocalEncoder",
+    "PatchLayout",
+    "byte_loss_mask",
+    "next_byte_loss",
+    "ngram_hashes",
+    "parameter_counts",
 ]

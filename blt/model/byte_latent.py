@@ -24,7 +24,12 @@ from blt.model.layers import (
     linear_init,
     seeded,
 )
-from blt.patching.bookkeeping import check_patch_lengths, decoder_patch_ids, patch_ids_from_lengths, patch_starts
+from blt.patching.bookkeeping import (
+    check_patch_lengths,
+    decoder_patch_ids,
+    patch_ids_from_lengths,
+    patch_starts,
+)
 from blt.tokenizer import BOS_ID, document_ids
 
 
@@ -39,7 +44,7 @@ class PatchLayout:
     num_patches: int  # P, including right padding
 
     @classmethod
-    def build(cls, ids: torch.Tensor, patch_lengths: torch.Tensor) -> "PatchLayout":
+    def build(cls, ids: torch.Tensor, patch_lengths: torch.Tensor) -> PatchLayout:
         T = ids.shape[1]
         byte_doc_ids = document_ids(ids)
         first_byte = patch_starts(patch_lengths).clamp(max=T - 1)  # (B, P); padding patches point at the end
@@ -224,7 +229,7 @@ class ByteLatentTransformer(nn.Module):
         return self.decoder(byte_states, global_states, layout)  # (B, T, V)
 
     @torch.no_grad()
-    def init_weights(self, seed: int | None = None) -> "ByteLatentTransformer":
+    def init_weights(self, seed: int | None = None) -> ByteLatentTransformer:
         """The reference init: truncated normal, std d^-0.5 (fan-in for projections, hidden^-0.5 for FFN outputs)."""
         with seeded(seed):
             f = self.cfg.init_std_factor

@@ -6,10 +6,15 @@ import pytest
 import torch
 
 import blt
-from blt.config import BLTConfig, GlobalConfig, HashEmbeddingConfig, LocalDecoderConfig, LocalEncoderConfig
+from blt.config import (
+    BLTConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+)
 from blt.model import ByteLatentTransformer, next_byte_loss
 from blt.patching.bookkeeping import decoder_patch_ids, pad_patch_lengths
-
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 
