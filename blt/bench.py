@@ -236,22 +236,44 @@ def random_patch_lengths(batch_size: int, seq_len: int, mean_patch_size: float, 
     return lengths_from_start_mask(starts)
 
 
+def random_bytes(batch_size: int, seq_len: int, gen: torch.Generator) -> torch.Tensor:
+    """Random byte ids (B, T), each row starting with BOS."""
+    ids = torch.randint(OFFSET, 256 + OFFSET, (batch_size, seq_len), generator=gen)
+    ids[:, 0] = BOS_ID
+    return ids
+
+
+def timed_calls(call: Callable[[], object], warmup: int, iterations: int) -> list[float]:
+    """Seconds of each of ``iterations`` calls, after ``warmup`` untimed ones."""
+    times = []
+    for step in range(warmup + iterations):
+        start = time.perf_counter()
+        call()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def throughput(times: list[float], num_bytes: int, flops_per_byte: float) -> dict[str, Any]:
+    """The timing fields of a result: step seconds, their median, bytes/s and FLOP/s of the median step."""
+    median = statistics.median(times)
+    return {"step_seconds": times, "step_seconds_median": median, "bytes_per_s": num_bytes / median,
+            "flops_per_s": flops_per_byte * num_bytes / median}
+
+
+def peak_fractions(result: dict[str, Any]) -> str:
+    """`` (x% of fp32 peak, y% of bf16 peak)`` once `run_benchmarks` has added them, else nothing."""
+    if "fraction_of_peak" not in result:
+        return ""
+    return " (" + ", ".join(f"{100 * f:.1f}% of {name} peak" for name, f in result["fraction_of_peak"].items()) + ")"
+
+
 def time_training_steps(
     model: ByteLatentTransformer, ids: torch.Tensor, patch_lengths: torch.Tensor, precision: str, warmup: int, iterations: int
 ) -> list[float]:
     """Seconds of each timed forward + backward step (next-byte loss; gradients dropped after each step)."""
-    autocast_dtype = PRECISIONS[precision]
     model.train()
-    times = []
-    for step in range(warmup + iterations):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
-            loss = next_byte_loss(model(ids, patch_lengths), ids)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    return timed_calls(lambda: training_step(model, lambda: model(ids, patch_lengths), ids, precision), warmup, iterations)
 
 
 def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> list[dict[str, Any]]:
@@ -261,8 +283,7 @@ def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> 
     the patching's actual mean patch size, and the achieved FLOP/s.
     """
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(OFFSET, 256 + OFFSET, (case.batch_size, case.seq_len), generator=gen)
-    ids[:, 0] = BOS_ID
+    ids = random_bytes(case.batch_size, case.seq_len, gen)
     patch_lengths = random_patch_lengths(case.batch_size, case.seq_len, case.mean_patch_size, gen)
     model = ByteLatentTransformer(case.config).init_weights(seed)
     num_bytes = case.batch_size * case.seq_len
@@ -272,7 +293,6 @@ def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> 
     results = []
     for precision in precisions:
         times = time_training_steps(model, ids, patch_lengths, precision, case.warmup, case.iterations)
-        median = statistics.median(times)
         results.append({
             "case": case.name,
             "precision": precision,
@@ -280,11 +300,8 @@ def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> 
             "seq_len": case.seq_len,
             "mean_patch_size": patch_size,
             "warmup": case.warmup,
-            "step_seconds": times,
-            "step_seconds_median": median,
-            "bytes_per_s": num_bytes / median,
             "training_flops_per_byte": flops_per_byte,
-            "flops_per_s": flops_per_byte * num_bytes / median,
+            **throughput(times, num_bytes, flops_per_byte),
         })
     return results
 
@@ -293,9 +310,7 @@ def format_model_result(result: dict[str, Any]) -> str:
     """One line: case, precision, shape, bytes/s, GFLOP/s and, once known, the fraction of each peak."""
     line = (f"model {result['case']:<6} {result['precision']:<4} {result['batch_size']}x{result['seq_len']}: "
             f"{result['bytes_per_s']:>9,.0f} bytes/s, {result['flops_per_s'] / 1e9:6.2f} GFLOP/s")
-    if "fraction_of_peak" in result:
-        line += " (" + ", ".join(f"{100 * f:.1f}% of {name} peak" for name, f in result["fraction_of_peak"].items()) + ")"
-    return line
+    return line + peak_fractions(result)
 
 
 def run_model_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -325,8 +340,7 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
     not the masked-out scores of chunked attention) and the achieved FLOP/s.
     """
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(OFFSET, 256 + OFFSET, (case.batch_size, case.seq_len), generator=gen)
-    ids[:, 0] = BOS_ID
+    ids = random_bytes(case.batch_size, case.seq_len, gen)
     model = EntropyModel(case.config).init_weights(seed).eval()
     entropies = model.entropies(ids, batch_size=case.batch_size)
     threshold = float(torch.quantile(entropies[:, 1:-1].flatten(), 1 - 1 / case.mean_patch_size))
@@ -336,13 +350,7 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
 
     results = []
     for precision in precisions:
-        times = []
-        for step in range(case.warmup + case.iterations):
-            start = time.perf_counter()
-            patch_bytes(model, ids, threshold, precision)
-            if step >= case.warmup:
-                times.append(time.perf_counter() - start)
-        median = statistics.median(times)
+        times = timed_calls(functools.partial(patch_bytes, model, ids, threshold, precision), case.warmup, case.iterations)
         results.append({
             "case": case.name,
             "precision": precision,
@@ -352,11 +360,8 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
             "threshold": threshold,
             "mean_patch_size": patch_size,
             "warmup": case.warmup,
-            "step_seconds": times,
-            "step_seconds_median": median,
-            "bytes_per_s": num_bytes / median,
             "forward_flops_per_byte": flops_per_byte,
-            "flops_per_s": flops_per_byte * num_bytes / median,
+            **throughput(times, num_bytes, flops_per_byte),
         })
     return results
 
@@ -367,9 +372,7 @@ def format_patching_result(result: dict[str, Any]) -> str:
             f"{result['bytes_per_s'] / 1e6:7.4f} MB/s, {result['flops_per_s'] / 1e9:6.2f} GFLOP/s")
     if "speedup_over_batch_1" in result:
         line += f", {result['speedup_over_batch_1']:.2f}x batch 1"
-    if "fraction_of_peak" in result:
-        line += " (" + ", ".join(f"{100 * f:.1f}% of {name} peak" for name, f in result["fraction_of_peak"].items()) + ")"
-    return line
+    return line + peak_fractions(result)
 
 
 def run_patching_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -462,8 +465,7 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
     the timed steps of transformers' step time over ours, each pair measured back to back.
     """
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(OFFSET, 256 + OFFSET, (case.batch_size, case.seq_len), generator=gen)
-    ids[:, 0] = BOS_ID
+    ids = random_bytes(case.batch_size, case.seq_len, gen)
     patch_lengths = fixed_patch_lengths(case.batch_size, case.seq_len, case.patch_size)
     model = ByteLatentTransformer(case.config).init_weights(seed).train()
     steps = {"blt": (model, lambda: model(ids, patch_lengths))}
@@ -496,13 +498,9 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
             "training_flops_per_byte": flops_per_byte,
         }
         for name, (module, forward) in steps.items():
-            median = statistics.median(times[name])
             memory = peak_step_memory(functools.partial(training_step, module, forward, ids, precision))
             result[name] = {
-                "step_seconds": times[name],
-                "step_seconds_median": median,
-                "bytes_per_s": num_bytes / median,
-                "flops_per_s": flops_per_byte * num_bytes / median,
+                **throughput(times[name], num_bytes, flops_per_byte),
                 "peak_step_memory_bytes": memory,
                 "loss": losses[name],
             }
