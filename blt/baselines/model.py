@@ -14,20 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from blt.config import BLTConfig, TransformerConfig, _require
 from blt.errors import ConfigError
-from blt.model.layers import (
-    RMSNorm,
-    TransformerStack,
-    embedding_init,
-    linear_init,
-    local_attention_mask,
-    seeded,
-)
-from blt.tokenizer import VOCAB_SIZE, document_ids
+from blt.model.layers import CausalLM
+from blt.tokenizer import VOCAB_SIZE
 
 # BPE vocabulary of each preset: small vocabularies for the CPU presets, Llama 3's 128,256 for the paper sizes.
 PRESET_VOCAB_SIZES = {"tiny": 4096, "small": 8192, "1b": 128256, "8b": 128256}
@@ -59,36 +51,10 @@ class TokenModelConfig(TransformerConfig):
         return sorted(PRESET_VOCAB_SIZES)
 
 
-class TokenLM(nn.Module):
+class TokenLM(CausalLM):
     """``forward(tokens[B, N]) -> logits[B, N, V]``; logits at position n predict token n + 1."""
 
-    def __init__(self, cfg: TokenModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.transformer = TransformerStack(cfg)
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must be (B, N), got shape {tuple(tokens.shape)}")
-        x = self.embedding(tokens)  # (B, N) -> (B, N, D)
-        rope = self.transformer.rope(torch.arange(tokens.shape[1], device=tokens.device))
-        mask = local_attention_mask(document_ids(tokens), self.cfg.window)
-        for layer in self.transformer.layers:
-            x = layer(x, rope, mask)
-        return self.output(self.norm(x))
-
-    @torch.no_grad()
-    def init_weights(self, seed: int | None = None) -> TokenLM:
-        """The reference init (as `blt.EntropyModel`): truncated normal, std d^-0.5."""
-        with seeded(seed):
-            embedding_init(self.embedding, self.cfg.dim)
-            self.transformer.init_weights()
-            self.norm.init_weights()
-            linear_init(self.output)
-        return self
+    cfg: TokenModelConfig
 
     def parameter_counts(self) -> dict[str, int]:
         return token_parameter_counts(self)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.config import TransformerConfig
+from blt.tokenizer import document_ids
 
 
 @contextlib.contextmanager
@@ -497,3 +498,40 @@ def local_attention_mask(doc_ids: torch.Tensor, window: int | None, key_doc_ids:
         allowed = allowed & (q_pos[:, None] - k_pos[None, :] < window)
     same_doc = doc_ids[:, :, None] == key_doc_ids[:, None, :]  # (B, T, S)
     return (allowed & same_doc)[:, None]
+
+
+class CausalLM(nn.Module):
+    """Embedding -> pre-norm blocks -> RMSNorm -> LM head: a causal LM over ids, attending within documents
+    (split at EOS) and the config's window. The entropy model and the token baselines are this model.
+
+    ``forward(ids[B, T]) -> logits[B, T, V]``; ``cfg`` is a `TransformerConfig` with a ``vocab_size``.
+    """
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.transformer = TransformerStack(cfg)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2:
+            raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+        x = self.embedding(ids)  # (B, T) -> (B, T, D)
+        rope = self.transformer.rope(torch.arange(ids.shape[1], device=ids.device))
+        mask = local_attention_mask(document_ids(ids), self.cfg.window)
+        for layer in self.transformer.layers:
+            x = layer(x, rope, mask)
+        return self.output(self.norm(x))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None):
+        """The reference init: truncated normal, std d^-0.5. Returns self."""
+        with seeded(seed):
+            embedding_init(self.embedding, self.cfg.dim)
+            self.transformer.init_weights()
+            self.norm.init_weights()
+            linear_init(self.output)
+        return self
+

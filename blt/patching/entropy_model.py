@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from blt.config import EntropyModelConfig
 from blt.model.layers import (
+    CausalLM,
     LayerCache,
-    RMSNorm,
-    TransformerStack,
-    embedding_init,
-    linear_init,
     local_attention_mask,
-    seeded,
 )
 from blt.tokenizer import document_ids
 
@@ -40,16 +35,10 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1)
 
 
-class EntropyModel(nn.Module):
+class EntropyModel(CausalLM):
     """Causal byte LM with sliding-window, document-aware attention: ``forward(ids[B, T]) -> logits[B, T, 260]``."""
 
-    def __init__(self, cfg: EntropyModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.transformer = TransformerStack(cfg)
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+    cfg: EntropyModelConfig
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) -> logits (B, T, V); one full pass (use `entropies` for inputs longer than you want to hold)."""
@@ -154,12 +143,3 @@ class EntropyModel(nn.Module):
                 for cache in caches:
                     cache.keep_last(min(window - 1, end))
         return out
-
-    @torch.no_grad()
-    def init_weights(self, seed: int | None = None) -> EntropyModel:
-        with seeded(seed):
-            embedding_init(self.embedding, self.cfg.dim)
-            self.transformer.init_weights()
-            self.norm.init_weights()
-            linear_init(self.output)
-        return self
