@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
+from blt.bench import torch_threads
 from blt.bench_generation import TABLE_HEADER, bench_generation, format_row
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_rows_compare_the_engine_with_both_baselines():

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from blt.bench import torch_threads
 from blt.checkpoint import save_tensors
 from blt.cli import main
 from blt.config import (
@@ -59,10 +60,8 @@ OTHER_LAYOUT = micro_config(  # cross-attention in the last encoder / first deco
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Thousands of tiny forwards: one intra-op thread is much faster, and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

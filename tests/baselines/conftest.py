@@ -3,13 +3,12 @@ micro configs, and a micro entropy model run (for `blt compare`)."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from blt.baselines import BPETokenizer, TokenModelConfig, train_bpe
+from blt.bench import torch_threads
 from blt.data import PreparedData
 from blt.recipes import RunOptions, train_entropy_model
 from tests.train.conftest import text_data  # noqa: F401  (the session fixture, shared)
@@ -22,20 +21,10 @@ MICRO_TRAIN_SET = ["batch_size=4", "seq_len=64", "eval_batches=2", "log_every=1"
 MICRO_ENTROPY_SET = ["dim=32", "n_layers=1", "n_heads=2", "window=32", "max_seq_len=64"]
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Micro models gain nothing from threads, and on shared cores spinning worker threads slow every op ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def one_thread():
-    with single_thread():
+    """Micro models gain nothing from threads, and on shared cores spinning worker threads slow every op ~10x."""
+    with torch_threads(1):
         yield
 
 
@@ -45,14 +34,14 @@ def micro_token_config(vocab_size: int = 260) -> TokenModelConfig:
 
 @pytest.fixture(scope="session")
 def bpe(text_data: PreparedData) -> BPETokenizer:  # noqa: F811
-    with single_thread():
+    with torch_threads(1):
         return train_bpe(text_data, vocab_size=400)
 
 
 @pytest.fixture(scope="session")
 def entropy_run(text_data: PreparedData, tmp_path_factory) -> Path:  # noqa: F811
     out = tmp_path_factory.mktemp("entropy") / "ent"
-    with single_thread():
+    with torch_threads(1):
         train_entropy_model(RunOptions(data=text_data.path, out=out, model_overrides=MICRO_ENTROPY_SET,
                                        train_overrides=MICRO_TRAIN_SET, steps=6, progress=False))
     return out

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from blt.bench import torch_threads
 from blt.cli import main
 from blt.compare import CompareOptions, compare
 from blt.config import BLTConfig
@@ -16,7 +17,6 @@ from tests.baselines.conftest import (
     MICRO_BLT_SET,
     MICRO_TOKEN_SET,
     MICRO_TRAIN_SET,
-    single_thread,
 )
 
 BYTES_PER_STEP = 4 * 64  # train.batch_size x train.seq_len of MICRO_TRAIN_SET
@@ -40,7 +40,7 @@ def _argv(text_data, entropy_run, out, budget) -> list[str]:
 @pytest.fixture(scope="module")
 def compared(text_data, entropy_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    with single_thread():
+    with torch_threads(1):
         assert main(_argv(text_data, entropy_run, out, _budget())) == 0
     return out
 

@@ -10,10 +10,11 @@ import torch
 
 import blt
 from blt.baselines import token_greedy, token_logprob
+from blt.bench import torch_threads
 from blt.cli import main
 from blt.flops import run_cost
 from blt.tokenizer import BOS_ID, OFFSET
-from tests.baselines.conftest import MICRO_TOKEN_SET, MICRO_TRAIN_SET, single_thread
+from tests.baselines.conftest import MICRO_TOKEN_SET, MICRO_TRAIN_SET
 
 
 def sets(values):
@@ -27,7 +28,7 @@ TRAIN_SETS = sets(MICRO_TOKEN_SET + [f"train.{v}" for v in MICRO_TRAIN_SET])
 def runs(text_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("baselines")
     data = str(text_data.path)
-    with single_thread():
+    with torch_threads(1):
         assert main(["train-baseline", "--kind", "bpe", "--data", data, "--out", str(root / "bpe"), "--steps", "3",
                      "--vocab-size", "400", "--quiet", *TRAIN_SETS]) == 0
         assert main(["train-baseline", "--kind", "byte", "--data", data, "--out", str(root / "byte"), "--steps", "3",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from blt.bench import torch_threads
 from blt.checkpoint import save_tensors
 from blt.config import (
     BLTConfig,
@@ -68,10 +69,8 @@ def micro_train_config() -> TrainConfig:
 @pytest.fixture(autouse=True)
 def one_thread():
     """Many tiny forwards: one intra-op thread is faster, and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
