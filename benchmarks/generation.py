@@ -18,6 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from blt.allocator import keep_freed_memory
 from blt.bench import machine_info
 from blt.bench_generation import TABLE_HEADER, bench_generation, format_row
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers baseline")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "generation.json")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as `blt bench` does (blt/allocator.py)
     torch.set_num_threads(args.threads)
     print(f"{args.preset} BLT, entropy patching, prompt 32 bytes, {args.threads} thread(s); "
           "bytes/s by wall clock (by CPU time)")

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from blt import allocator
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import BLTError
 from blt.flops import blt_flops, entropy_model_flops
@@ -207,6 +208,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "allocator": allocator.describe(),  # the same for ours and the baselines: it is process-wide
     }
 
 

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from blt.allocator import keep_freed_memory
     from blt.errors import BLTError
 
     parser = build_parser()
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args._module is None:
         print(f"blt {args._name}: not built yet in this version of blt; see the project's open issues", file=sys.stderr)
         return 2
+    keep_freed_memory()  # no page faults for memory a step freed and the next one needs (blt/allocator.py)
     try:
         result = args._module.run(args)
     except BLTError as err:
