@@ -45,11 +45,12 @@ from blt.baselines.tokenization import (
 )
 from blt.checkpoint import latest_checkpoint
 from blt.config import BLTConfig
-from blt.data import ByteBatchIterator, PreparedData
+from blt.data import PreparedData
 from blt.errors import BLTError, ConfigError
 from blt.evaluate import evaluate_run
 from blt.fileio import atomic_path, atomic_write_text
 from blt.flops import ModelCost, blt_cost, format_flops, run_cost, token_model_cost
+from blt.patching.calibration import spread_sample
 from blt.recipes import CALIBRATION_ROWS, RunOptions, train_blt, train_token_model
 from blt.run import load
 from blt.train import TrainConfig, default_train_config, read_metrics
@@ -168,7 +169,7 @@ def plan(opts: CompareOptions, data: PreparedData, tcfg: TrainConfig, log=print)
             cost = blt_cost(blt_cfg, p, tcfg.seq_len)
         elif kind == "bpe":
             tokenizer = _shared_tokenizer(opts, data, token_cfg, tcfg.seed, log)
-            sample = next(ByteBatchIterator(data, "train", tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed))
+            sample = spread_sample(data, "train", tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed)
             measured["train_bytes_per_token"], _ = measure_bytes_per_token(tokenizer, [sample])
             cost = token_model_cost(token_cfg.replace(vocab_size=tokenizer.vocab_size),
                                     measured["train_bytes_per_token"], tcfg.seq_len, name="bpe")
