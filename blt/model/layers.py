@@ -400,60 +400,83 @@ class CausalMask(SparseMask):
     both are in the same document and i - j < window (None = no window). doc_ids (B, T); dense form:
     `local_attention_mask`.
 
-    Attended block by block instead of over a dense (T, T) mask: with blocks of ``window`` positions, block 0
-    is plain causal attention and block j > 0 sees only keys of blocks j - 1 and j (a band mask of shape
-    (window, 2 window)), so the work grows as T × window, not T². Without a document boundary in the batch
-    (no EOS before the last byte) the first block needs no mask (``is_causal``), the fast kernel path.
+    Attended in blocks of ``query_block`` queries, each over only the keys it may see, so the work grows as
+    T × (window + block) instead of T² (a dense mask scores every pair, and the CPU kernel's own causal skip
+    works in 512-key steps, too coarse to skip anything at these lengths). Query block j (positions
+    [jb, jb + b)) sees keys [jb - window, jb + b): the blocks that start at least ``window`` in go to one
+    SDPA call over overlapping key windows cut out with ``unfold`` (a band mask of shape (b, window + b));
+    the blocks before that see keys [0, jb + b), one call each. Without a document boundary in the batch
+    (no EOS before the last byte) the masks are shared by all rows.
+
+    Smaller blocks skip more but copy each key (window + b) / b times and make smaller kernel calls. For
+    T = 1024, window 512 (the small preset's local models) blocks of 256 score 590k pairs instead of 786k
+    with blocks of 512; the whole small training step came out 3% (fp32) and 6-9% (bf16) faster than with
+    the old 512-blocks, where 128 gave +5-8% in fp32 but -1-3% in bf16 (2 cores, AVX-512, torch 2.13).
     """
 
-    def __init__(self, doc_ids: torch.Tensor, window: int | None):
+    def __init__(self, doc_ids: torch.Tensor, window: int | None, query_block: int = 256):
+        if query_block < 1:
+            raise ValueError(f"query_block must be >= 1, got {query_block}")
         self.doc_ids, self.window = doc_ids, window
         T = doc_ids.shape[1]
-        self.block = T if window is None or window >= T else window
+        self.span = T if window is None else min(window, T)  # how far back a query may see, itself included
+        self.query_block = query_block
         self.one_document = T == 0 or bool((doc_ids[:, -1] == doc_ids[:, 0]).all())  # ids never decrease along a row
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (B, T, H, hd), k/v (B, T, H_kv, hd) -> (B, T, H, hd)."""
-        B, T, H, hd = q.shape
-        W = self.block
+        T, H = q.shape[1], q.shape[2]
+        b, span = self.query_block, self.span
+        if T == 0:
+            return q
         q, k, v = (t.transpose(1, 2) for t in (q, _repeat_kv_heads(k, H), _repeat_kv_heads(v, H)))  # (B, H, T, hd)
-        first = self._first_block(q[:, :, :W], k[:, :, :W], v[:, :, :W])
-        if T <= W:
-            return first.transpose(1, 2)
-        n_blocks = -(-T // W)
-        pad = n_blocks * W - T  # padded queries see only keys before them and padding: finite, then dropped
+        first_banded = -(-span // b)  # blocks from here on start at least `span` positions in
+        outs = [self._prefix_block(q, k, v, j * b, min(j * b + b, T)) for j in range(min(first_banded, -(-T // b)))]
+        if first_banded * b < T:
+            outs.append(self._banded_blocks(q, k, v, first_banded * b))
+        return (torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]).transpose(1, 2)
+
+    def _prefix_block(self, q, k, v, start: int, end: int) -> torch.Tensor:
+        """Queries [start, end) over keys [0, end) (keys before end - span are masked out, if any)."""
+        if start == 0 and end <= self.span and self.one_document:
+            return F.scaled_dot_product_attention(q[:, :, :end], k[:, :, :end], v[:, :, :end], is_causal=True)
+        docs = self.doc_ids[:, :end]
+        mask = local_attention_mask(docs[:1, start:] if self.one_document else docs[:, start:], self.window,
+                                    docs[:1] if self.one_document else docs)
+        return F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end], attn_mask=mask)
+
+    def _banded_blocks(self, q, k, v, start: int) -> torch.Tensor:
+        """Queries [start, T) in blocks of b, block (position p, p + b) over keys [p - span, p + b)."""
+        B, H, T, hd = q.shape
+        b, span = self.query_block, self.span
+        n = -(-(T - start) // b)
+        pad = start + n * b - T  # padded queries see padding keys (finite), and are dropped
+        keys_from = start - span
+        q, k, v = q[:, :, start:], k[:, :, keys_from:], v[:, :, keys_from:]
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
 
-        def windows(x: torch.Tensor) -> torch.Tensor:  # keys of blocks j-1 and j, for j = 1..n-1
-            x = x.unfold(2, 2 * W, W)  # (B, H, T', hd) -> (B, H, n-1, hd, 2W), a view
-            return x.permute(0, 2, 1, 4, 3).reshape(B * (n_blocks - 1), H, 2 * W, hd)
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, H, span + n b, hd) -> (B n, H, span + b, hd)
+            x = x.unfold(2, span + b, b)  # (B, H, n, hd, span + b), a view
+            return x.permute(0, 2, 1, 4, 3).reshape(B * n, H, span + b, hd)
 
-        queries = q[:, :, W:].unflatten(2, (n_blocks - 1, W)).transpose(1, 2).reshape(B * (n_blocks - 1), H, W, hd)
-        rest = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=self._band_mask(n_blocks))
-        rest = rest.view(B, n_blocks - 1, H, W, hd).transpose(1, 2).reshape(B, H, (n_blocks - 1) * W, hd)
-        return torch.cat((first, rest[:, :, : T - W]), dim=2).transpose(1, 2)
+        queries = q.unflatten(2, (n, b)).transpose(1, 2).reshape(B * n, H, b, hd)
+        out = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=self._band_mask(start, n))
+        return out.view(B, n, H, b, hd).transpose(1, 2).reshape(B, H, n * b, hd)[:, :, : T - start]
 
-    def _first_block(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Positions [0, W): causal (the window cannot cut anything shorter than itself)."""
-        if self.one_document:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        W = q.shape[2]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=local_attention_mask(self.doc_ids[:, :W], None))
-
-    def _band_mask(self, n_blocks: int) -> torch.Tensor:
-        """Block j > 0: query r (position jW + r) sees key c of blocks j-1, j (position (j-1)W + c) iff
-        r < c <= r + W (causal and within the window), and same document. -> (1 or B(n-1), 1, W, 2W)."""
-        W, device = self.block, self.doc_ids.device
-        rows, cols = torch.arange(W, device=device)[:, None], torch.arange(2 * W, device=device)[None, :]
-        band = (cols > rows) & (cols <= rows + W)  # (W, 2W)
+    def _band_mask(self, start: int, n: int) -> torch.Tensor:
+        """Query r of a block (position p + r) sees key c of its window (position p - span + c) iff
+        r < c <= r + span (causal and within the window), and same document. -> (1 or B n, 1, b, span + b)."""
+        b, span, device = self.query_block, self.span, self.doc_ids.device
+        rows, cols = torch.arange(b, device=device)[:, None], torch.arange(span + b, device=device)[None, :]
+        band = (cols > rows) & (cols <= rows + span)  # (b, span + b)
         if self.one_document:
             return band[None, None]
         B, T = self.doc_ids.shape
-        docs = F.pad(self.doc_ids, (0, n_blocks * W - T), value=-1)  # padding is a document of its own
-        query_docs = docs[:, W:].view(B, n_blocks - 1, W)
-        key_docs = docs.unfold(1, 2 * W, W)  # (B, n-1, 2W)
-        same = query_docs[..., :, None] == key_docs[..., None, :]  # (B, n-1, W, 2W)
-        return (band & same).view(B * (n_blocks - 1), 1, W, 2 * W)
+        docs = F.pad(self.doc_ids[:, start - span:], (0, start + n * b - T), value=-1)  # padding: a document of its own
+        query_docs = docs[:, span:].view(B, n, b)
+        key_docs = docs.unfold(1, span + b, b)  # (B, n, span + b)
+        same = query_docs[..., :, None] == key_docs[..., None, :]  # (B, n, b, span + b)
+        return (band & same).view(B * n, 1, b, span + b)
 
     def dense(self) -> torch.Tensor:
         return local_attention_mask(self.doc_ids, self.window)
@@ -520,7 +543,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
         x = self.embedding(ids)  # (B, T) -> (B, T, D)
         rope = self.transformer.rope(torch.arange(ids.shape[1], device=ids.device))
-        mask = local_attention_mask(document_ids(ids), self.cfg.window)
+        mask = CausalMask(document_ids(ids), self.cfg.window)
         for layer in self.transformer.layers:
             x = layer(x, rope, mask)
         return self.output(self.norm(x))

@@ -56,18 +56,37 @@ def test_decoder_pattern_equals_dense_sdpa(k, pad):
 
 
 @pytest.mark.parametrize("T", [5, 8, 17, 24, 31])
-@pytest.mark.parametrize("window", [None, 4, 8])
+@pytest.mark.parametrize("window", [None, 4, 8, 7])
 @pytest.mark.parametrize("documents", [False, True])
-def test_causal_mask_equals_dense_sdpa(T, window, documents):
-    """Blocks of `window` positions (one block when T <= window), with and without EOS inside rows."""
+@pytest.mark.parametrize("query_block", [3, 4, 128])
+def test_causal_mask_equals_dense_sdpa(T, window, documents, query_block):
+    """Query blocks smaller than, equal to and larger than the window (one block when T <= block), windows
+    that are and are not multiples of the block, with and without EOS inside rows."""
     ids = random_ids(3, T, torch.Generator().manual_seed(T))
     if documents:
         ids[0, T // 3] = 2  # EOS: the next byte starts another document
         ids[2, 1] = ids[2, T - 2] = 2
-    mask = CausalMask(PatchLayout.build(ids, torch.tensor([[1, T - 1]] * 3)).byte_doc_ids, window)
+    mask = CausalMask(PatchLayout.build(ids, torch.tensor([[1, T - 1]] * 3)).byte_doc_ids, window, query_block)
     assert mask.one_document is not documents
     assert mask.dense().equal(local_attention_mask(mask.doc_ids, window))
     _check_same(mask, q_len=T, k_len=T)
+
+
+def test_causal_mask_scores_only_the_keys_a_block_may_see():
+    """T = 1024, window 512, blocks of 128: 492k scored pairs (the blocks' key spans), not T² = 1049k."""
+    mask = CausalMask(torch.zeros(1, 1024, dtype=torch.long), 512, query_block=128)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(q, k, v, **kwargs):
+        calls.append(q.shape[0] * q.shape[2] * k.shape[2])
+        return real(q, k, v, **kwargs)
+
+    q = torch.randn(1, 1024, 1, 4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+        mask.attend(q, q, q)
+    assert sum(calls) == 128 * (128 + 256 + 384 + 512) + 4 * 128 * 640
 
 
 def test_dense_forms_of_the_worked_example():
