@@ -138,17 +138,7 @@ def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=p
     """The entropies of ``entropy_model`` precomputed in ``data`` (`blt patch --data`), or None when there
     are none or they can't be used (unfinished, stale, corrupt): patches are then placed by running the
     entropy model during training. Logs which."""
-    try:
-        stored = PrecomputedEntropies.find(data, entropy_model)
-    except DataError as err:
-        log(f"entropies: computed during training, since {err}")
-        return None
-    if stored is None:
-        log(f"entropies: computed during training (none precomputed for this entropy model in {data.path}; "
-            f"`blt patch --data {data.path} --entropy-model RUN` precomputes them)")
-    else:
-        log(f"entropies: precomputed in {stored.path}")
-    return stored
+    return PrecomputedEntropies.find_usable(data, entropy_model, log, "computed during training")
 
 
 def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyModel, data: PreparedData,

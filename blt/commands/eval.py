@@ -1,4 +1,9 @@
-"""`blt eval RUN`: validation bits-per-byte, mean patch size and global steps per byte."""
+"""`blt eval RUN`: validation bits-per-byte, mean patch size and global steps per byte.
+
+An entropy-patched BLT run is patched by the entropies precomputed for its entropy model beside the data
+(`blt patch --data DIR --entropy-model RUN`) when there are usable ones, as in training and its validation
+passes, so the same rows get the same patches and bits per byte; else its entropy model runs on each row.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +22,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="prepared data directory (default: the one the run trained on)")
     p.add_argument("--split", default="val", choices=["val", "train"], help="data split (default: val)")
     p.add_argument("--seq-len", type=int, help="bytes per sequence (default: the run's training length)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default: %(default)s)")
     p.add_argument("--batches", type=int, help="evaluate only the first N batches")
+    p.add_argument("--no-precomputed", action="store_true",
+                   help="run the entropy model on each row even where its entropies were precomputed beside the data")
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise BLTError(f"--batch-size must be at least 1, got {args.batch_size}")
     run_ = load(args.run)
     data_dir = args.data or run_.info.get("data")
     if data_dir is None:
         raise BLTError(f"{args.run} does not record its data; pass --data DIR")
     seq_len = args.seq_len or run_.info.get("train", {}).get("seq_len", 512)
-    result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, max_batches=args.batches, split=args.split)
     print(f"{args.run} ({run_.kind}) on {data_dir} [{args.split}]")
+    result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, batch_size=args.batch_size,
+                          max_batches=args.batches, split=args.split, precomputed=not args.no_precomputed,
+                          log=lambda message: print(f"  {message}"))
     print(f"  bits per byte         {result.bits_per_byte:.4f}  over {result.bytes:,} bytes")
     if result.mean_patch_size is not None:
         print(f"  mean patch size       {result.mean_patch_size:.2f} bytes")

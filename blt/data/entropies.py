@@ -483,3 +483,21 @@ class PrecomputedEntropies:
         if not (data.path / ENTROPIES_DIR / key).is_dir():
             return None
         return cls.open(data, key, verify=verify)
+
+    @classmethod
+    def find_usable(cls, data: PreparedData, entropy_model: EntropyModel, log: Callable[[str], None],
+                    fallback: str) -> PrecomputedEntropies | None:
+        """`find`, but None instead of a `DataError` for entropies that can't be used; logs one line saying
+        which: where the entropies are, or why ``fallback`` (what is done instead, e.g. "computed during
+        training") and how to precompute them."""
+        try:
+            stored = cls.find(data, entropy_model)
+        except DataError as err:
+            log(f"entropies: {fallback}, since {err}")
+            return None
+        if stored is None:
+            log(f"entropies: {fallback} (none precomputed for this entropy model in {data.path}; "
+                f"`blt patch --data {data.path} --entropy-model RUN` precomputes them)")
+        else:
+            log(f"entropies: precomputed in {stored.path}")
+        return stored

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
-from blt.data import PreparedData, validation_batches
+from blt.data import PrecomputedEntropies, PreparedData, validation_batches
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
 from blt.objectives import TokenObjective
 from blt.run import Run
@@ -22,28 +24,51 @@ class EvalResult:
     mean_patch_size: float | None  # bytes per patch after each row's BOS patch (BLT runs)
     global_steps_per_byte: float | None  # patches per position (BOS patches included; padding not) (BLT runs)
     bytes_per_token: float | None = None  # counted byte targets per counted token target (token-model runs)
+    entropies: str | None = None  # where entropy patching's entropies came from: "precomputed" or "entropy model"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = _stderr) -> PrecomputedEntropies | None:
+    """The entropies of the run's entropy model precomputed in ``data`` (`blt patch --data`), as training
+    and its validation passes use them; None when the run patches without an entropy model, or when there
+    are none or they can't be used (unfinished, stale, corrupt) and the entropy model must run on each row.
+    Logs which, for runs that patch by entropy."""
+    if run.kind != "blt" or not run.config.patching.uses_entropy_model:
+        return None
+    return PrecomputedEntropies.find_usable(data, run.entropy_model, log, "computed by the entropy model on each row")
+
+
 @torch.no_grad()
 def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
-                 split: str = "val") -> EvalResult:
+                 split: str = "val", *, precomputed: bool = True, log: Callable[[str], None] = _stderr) -> EvalResult:
     """One deterministic pass over ``split`` (or its first ``max_batches`` batches).
+
+    A BLT run patched by an entropy model places its patches by the entropies precomputed for that model
+    beside the data (`stored_entropies`) when there are usable ones and ``precomputed``, as training and
+    its validation passes do: full-document context, so a row that starts inside a document gets the
+    patches it gets there, and `Trainer.evaluate` over the same rows gives the same bits per byte. Else
+    its entropy model runs on each row, which sees only the row. ``log`` says which.
 
     A token-model run scores the same byte rows through its tokenizer, with the convention of
     `blt.objectives.TokenObjective`: token NLL over the rows' data bytes and EOS.
     """
-    it = validation_batches(data, seq_len, batch_size, split=split)
     patcher = run.patcher if run.kind == "blt" else None
+    stored = stored_entropies(run, data, log) if precomputed else None
+    it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
     loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
     token_targets = 0
-    for i, ids in enumerate(it):
+    for i, batch in enumerate(it):
         if max_batches is not None and i >= max_batches:
             break
+        ids, entropies = batch if stored is not None else (batch, None)
         if patcher is not None:
-            lengths = patcher(ids)
+            lengths = patcher(ids, entropies)
             logits = run.model(ids, lengths)
             patches_after_bos += int((lengths[:, 1:] > 0).sum())
             patches += int((lengths > 0).sum())
@@ -67,4 +92,6 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         mean_patch_size=data_bytes / patches_after_bos if patcher is not None and patches_after_bos else None,
         global_steps_per_byte=patches / positions if patcher is not None else None,
         bytes_per_token=targets / token_targets if token_targets else None,
+        entropies=None if patcher is None or not run.config.patching.uses_entropy_model
+        else "precomputed" if stored is not None else "entropy model",
     )
