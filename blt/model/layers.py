@@ -422,6 +422,7 @@ class CausalMask(SparseMask):
         self.span = T if window is None else min(window, T)  # how far back a query may see, itself included
         self.query_block = query_block
         self.one_document = T == 0 or bool((doc_ids[:, -1] == doc_ids[:, 0]).all())  # ids never decrease along a row
+        self._masks: dict[tuple[str, int, int], torch.Tensor] = {}  # built once, used by every layer of a stack
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (B, T, H, hd), k/v (B, T, H_kv, hd) -> (B, T, H, hd)."""
@@ -440,9 +441,10 @@ class CausalMask(SparseMask):
         """Queries [start, end) over keys [0, end) (keys before end - span are masked out, if any)."""
         if start == 0 and end <= self.span and self.one_document:
             return F.scaled_dot_product_attention(q[:, :, :end], k[:, :, :end], v[:, :, :end], is_causal=True)
-        docs = self.doc_ids[:, :end]
-        mask = local_attention_mask(docs[:1, start:] if self.one_document else docs[:, start:], self.window,
-                                    docs[:1] if self.one_document else docs)
+        mask = self._masks.get(("prefix", start, end))
+        if mask is None:
+            docs = self.doc_ids[:1, :end] if self.one_document else self.doc_ids[:, :end]
+            mask = self._masks[("prefix", start, end)] = local_attention_mask(docs[:, start:], self.window, docs)
         return F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :end], v[:, :, :end], attn_mask=mask)
 
     def _banded_blocks(self, q, k, v, start: int) -> torch.Tensor:
@@ -460,7 +462,10 @@ class CausalMask(SparseMask):
             return x.permute(0, 2, 1, 4, 3).reshape(B * n, H, span + b, hd)
 
         queries = q.unflatten(2, (n, b)).transpose(1, 2).reshape(B * n, H, b, hd)
-        out = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=self._band_mask(start, n))
+        mask = self._masks.get(("band", start, n))
+        if mask is None:
+            mask = self._masks[("band", start, n)] = self._band_mask(start, n)
+        out = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=mask)
         return out.view(B, n, H, b, hd).transpose(1, 2).reshape(B, H, n * b, hd)[:, :, : T - start]
 
     def _band_mask(self, start: int, n: int) -> torch.Tensor:
