@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
 import pytest
 
-# Allocate and free a 64 MB tensor a few times, then count the minor page faults of 5 more such cycles. One
-# cycle alone is not enough: Python objects made after a free may split the freed block, so the next
-# allocation can land on fresh pages once; a training step repeats, and so does this probe.
+# Allocate and free a 64 MB tensor 10 times and count the minor page faults of each cycle. The first cycle
+# faults its pages in; one or two of the next cycles may fault again (seen on cycles 2-4: objects that torch and
+# Python allocate lazily after the first free can split the freed block, so the next tensor lands on fresh pages
+# once). After that a training step repeats, and so does this probe, so the test compares the median cycle.
 _PROBE = """
 import resource, sys, torch
 from blt import allocator
 applied = allocator.keep_freed_memory() if sys.argv[1] == "keep" else False
-for _ in range(3):
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 * 2**20); del x
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    x = torch.ones(16 * 2**20); del x
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults)
 """
 
 
-def _faults(mode: str, env: dict | None = None) -> tuple[bool, int]:
+def _faults(mode: str, env: dict | None = None) -> tuple[bool, list[int]]:
     out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True, env=env)
-    applied, faults = out.stdout.split()
-    return applied == "True", int(faults)
+    applied, *faults = out.stdout.split()
+    return applied == "True", [int(f) for f in faults]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -36,10 +38,11 @@ def test_freed_memory_is_reused_without_page_faults():
     applied, kept = _faults("keep")
     assert applied
     _, default = _faults("default")
-    # measured with 4 KiB pages: 81,925 faults (5 x 64 MB faulted in again) against 0; transparent huge
-    # pages, where the kernel uses them for all memory, make the default case ~512x smaller
-    assert kept < 2_000
-    assert default > 20 * max(kept, 1)
+    kept_median, default_median = statistics.median(kept), statistics.median(default)
+    # measured with 4 KiB pages: 16,384 faults per cycle (64 MB faulted in again) against 0 from the 2nd-4th
+    # cycle on; transparent huge pages, where the kernel uses them for all memory, make the default ~512x smaller
+    assert kept_median < 200, kept
+    assert default_median > 20 * max(kept_median, 1), (kept, default)
 
 
 def test_blt_malloc_default_leaves_malloc_alone():
