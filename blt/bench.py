@@ -49,8 +49,7 @@ from blt.patching.patchers import (
     start_mask_static,
 )
 from blt.tokenizer import BOS_ID, OFFSET
-
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from blt.train import PRECISIONS, autocast
 
 
 @dataclass(frozen=True)
@@ -443,9 +442,8 @@ def transformers_twin(model: ByteLatentTransformer) -> nn.Module | None:
 def training_step(model: nn.Module, forward: Callable[[], torch.Tensor], ids: torch.Tensor, precision: str) -> tuple[float, float]:
     """One forward + backward of the next-byte loss of ``forward()``'s logits (gradients dropped after).
     -> (seconds, loss)."""
-    autocast_dtype = PRECISIONS[precision]
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+    with autocast("cpu", precision):
         loss = next_byte_loss(forward(), ids)
     loss.backward()
     model.zero_grad(set_to_none=True)

@@ -51,6 +51,15 @@ class TrainingError(BLTError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> dtype
+
+
+def autocast(device_type: str, precision: str) -> torch.autocast:
+    """The autocast a precision trains and evaluates under: bf16 autocast for "bf16", none for "fp32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+    return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
 @dataclass(frozen=True)
 class TrainConfig(_JsonConfig):
     """How to train; the model's own config says what to train."""
@@ -302,7 +311,7 @@ class Trainer:
         return self.wrapped.no_sync()
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return autocast(self.device.type, self.cfg.precision)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg

@@ -3,6 +3,7 @@
 An entropy-patched BLT run is patched by the entropies precomputed for its entropy model beside the data
 (`blt patch --data DIR --entropy-model RUN`) when there are usable ones, as in training and its validation
 passes, so the same rows get the same patches and bits per byte; else its entropy model runs on each row.
+A run trained in bf16 is evaluated under bf16 autocast, as its validation passes were (``--precision``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, help="evaluate only the first N batches")
     p.add_argument("--no-precomputed", action="store_true",
                    help="run the entropy model on each row even where its entropies were precomputed beside the data")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="fp32, or bf16 autocast (default: the precision the run trained in, as its validation passes)")
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
 
 
@@ -40,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.run} ({run_.kind}) on {data_dir} [{args.split}]")
     result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, batch_size=args.batch_size,
                           max_batches=args.batches, split=args.split, precomputed=not args.no_precomputed,
-                          log=lambda message: print(f"  {message}"))
-    print(f"  bits per byte         {result.bits_per_byte:.4f}  over {result.bytes:,} bytes")
+                          precision=args.precision, log=lambda message: print(f"  {message}"))
+    print(f"  bits per byte         {result.bits_per_byte:.4f}  over {result.bytes:,} bytes ({result.precision})")
     if result.mean_patch_size is not None:
         print(f"  mean patch size       {result.mean_patch_size:.2f} bytes")
         print(f"  global steps per byte {result.global_steps_per_byte:.4f}")

@@ -14,6 +14,7 @@ from blt.model.byte_latent import byte_loss_mask, next_byte_loss
 from blt.objectives import TokenObjective
 from blt.run import Run
 from blt.tokenizer import PAD_ID
+from blt.train import autocast as train_autocast
 
 
 @dataclass
@@ -25,6 +26,7 @@ class EvalResult:
     global_steps_per_byte: float | None  # patches per position (BOS patches included; padding not) (BLT runs)
     bytes_per_token: float | None = None  # counted byte targets per counted token target (token-model runs)
     entropies: str | None = None  # where entropy patching's entropies came from: "precomputed" or "entropy model"
+    precision: str = "fp32"  # "bf16": the model ran under bf16 autocast, as a run trained in bf16 validates
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +34,11 @@ class EvalResult:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def run_precision(run: Run) -> str:
+    """The precision a run trained (and ran its validation passes) in: "fp32" or "bf16"."""
+    return run.info.get("train", {}).get("precision", "fp32")
 
 
 def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = _stderr) -> PrecomputedEntropies | None:
@@ -46,7 +53,8 @@ def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = 
 
 @torch.no_grad()
 def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
-                 split: str = "val", *, precomputed: bool = True, log: Callable[[str], None] = _stderr) -> EvalResult:
+                 split: str = "val", *, precomputed: bool = True, precision: str | None = None,
+                 log: Callable[[str], None] = _stderr) -> EvalResult:
     """One deterministic pass over ``split`` (or its first ``max_batches`` batches).
 
     A BLT run patched by an entropy model places its patches by the entropies precomputed for that model
@@ -57,7 +65,13 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
 
     A token-model run scores the same byte rows through its tokenizer, with the convention of
     `blt.objectives.TokenObjective`: token NLL over the rows' data bytes and EOS.
+
+    ``precision`` (default: the run's training precision, `run_precision`) is "fp32" or "bf16"; under "bf16"
+    the model runs under bf16 autocast as `Trainer.evaluate` runs it, while patch boundaries are still
+    decided in fp32 (as `blt.objectives.BLTObjective` decides them).
     """
+    precision = precision or run_precision(run)
+    autocast = train_autocast(next(run.model.parameters()).device.type, precision)
     patcher = run.patcher if run.kind == "blt" else None
     stored = stored_entropies(run, data, log) if precomputed else None
     it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
@@ -69,17 +83,19 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         ids, entropies = batch if stored is not None else (batch, None)
         if patcher is not None:
             lengths = patcher(ids, entropies)
-            logits = run.model(ids, lengths)
+            with autocast:
+                loss_sum += float(next_byte_loss(run.model(ids, lengths), ids, reduction="sum"))
             patches_after_bos += int((lengths[:, 1:] > 0).sum())
             patches += int((lengths > 0).sum())
             data_bytes += int(lengths[:, 1:].sum())
-            loss_sum += float(next_byte_loss(logits, ids, reduction="sum"))
         elif run.kind == "token_model":
-            loss, extras = TokenObjective(run.model, run.tokenizer).loss_sum(run.model, ids)
+            with autocast:
+                loss, extras = TokenObjective(run.model, run.tokenizer).loss_sum(run.model, ids)
             loss_sum += float(loss)
             token_targets += int(extras["tokens"])
         else:
-            loss_sum += float(next_byte_loss(run.model(ids), ids, reduction="sum"))
+            with autocast:
+                loss_sum += float(next_byte_loss(run.model(ids), ids, reduction="sum"))
         targets += int(byte_loss_mask(ids[:, 1:]).sum())
         sequences += ids.shape[0]
         positions += int((ids != PAD_ID).sum())
@@ -94,4 +110,5 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         bytes_per_token=targets / token_targets if token_targets else None,
         entropies=None if patcher is None or not run.config.patching.uses_entropy_model
         else "precomputed" if stored is not None else "entropy model",
+        precision=precision,
     )

@@ -5,6 +5,7 @@ its entropy model, and says which."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -152,3 +153,35 @@ def test_precomputed_entropies_cover_the_validation_split(blt_run, data):
     assert len(stored.split("val")) == len(val) > 0
     assert all(len(stored.split("val")[i]) == len(val[i]) + 2 for i in range(len(val)))
     assert torch.isfinite(torch.from_numpy(stored.split("val")[0].astype("float32"))).all()
+
+
+def test_a_run_trained_in_bf16_is_evaluated_in_bf16_as_its_validation_passes(blt_run, data, tmp_path, capsys):
+    bf16_run = shutil.copytree(blt_run, tmp_path / "bf16_run")
+    record = json.loads((bf16_run / "config.json").read_text())
+    record["train"]["precision"] = "bf16"
+    (bf16_run / "config.json").write_text(json.dumps(record))
+    stored = precompute(data, bf16_run)
+    run = load(bf16_run)
+    cfg = dataclasses.replace(micro_train_config(), precision="bf16")
+    trainer = Trainer(BLTObjective(run.model, run.patcher), data, cfg, tmp_path / "trainer", progress=False,
+                      entropies=stored)
+    val_bpb = trainer.evaluate(cfg.eval_batches)
+
+    default = evaluate_run(load(bf16_run), data, seq_len=SEQ_LEN, batch_size=cfg.batch_size,
+                           max_batches=cfg.eval_batches, log=lambda _: None)
+    fp32 = evaluate_run(load(bf16_run), data, seq_len=SEQ_LEN, batch_size=cfg.batch_size,
+                        max_batches=cfg.eval_batches, precision="fp32", log=lambda _: None)
+    assert default.precision == "bf16" and fp32.precision == "fp32"
+    assert default.bits_per_byte == pytest.approx(val_bpb, rel=1e-6)
+    assert fp32.bits_per_byte != pytest.approx(val_bpb, rel=1e-6)  # bf16 rounding shows
+    assert fp32.bits_per_byte == pytest.approx(val_bpb, rel=2e-2)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        evaluate_run(run, data, seq_len=SEQ_LEN, precision="fp16")
+
+    args = ["eval", str(bf16_run), "--data", str(data.path), "--batch-size", "4", "--batches", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{default.bits_per_byte:.4f}" in out and "(bf16)" in out
+    assert main([*args, "--precision", "fp32", "--json", str(tmp_path / "e.json")]) == 0
+    assert "(fp32)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["bits_per_byte"] == pytest.approx(fp32.bits_per_byte, rel=1e-9)
