@@ -435,15 +435,22 @@ class PrecomputedEntropies:
 
     def split(self, name: str) -> SplitEntropies:
         """The entropies of split ``name``, aligned with ``data.split(name)``."""
-        if name not in self._splits:
+        if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        if name not in self._splits:
+            raise DataError(f"split {name!r} of {self.path} was not opened (opened: {', '.join(self._splits)})")
         return self._splits[name]
 
     @classmethod
-    def open(cls, data: PreparedData, key: str, *, verify: bool = True) -> PrecomputedEntropies:
-        """Open the entropies ``key`` of ``data`` after checking them against their manifest (with
-        ``verify``, also every part's sha256). Missing, unfinished, stale or corrupt ones are a `DataError`
-        that says how to (re)compute them."""
+    def open(cls, data: PreparedData, key: str, *, verify: bool = True,
+             splits: tuple[str, ...] = SPLITS) -> PrecomputedEntropies:
+        """Open the entropies ``key`` of ``data`` for ``splits`` after checking them against their manifest
+        (with ``verify``, also the sha256 of every part of those splits: only the splits a caller reads are
+        hashed, so evaluating on ``val`` does not read the whole training split's entropies). Missing,
+        unfinished, stale or corrupt ones are a `DataError` that says how to (re)compute them."""
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise DataError(f"unknown split(s) {unknown}; splits are {', '.join(SPLITS)}")
         root = data.path / ENTROPIES_DIR / key
         redo = f"run `blt patch --data {data.path} --entropy-model RUN` with the entropy model"
         if not root.is_dir():
@@ -457,8 +464,10 @@ class PrecomputedEntropies:
         if manifest.data_fingerprint != content_fingerprint(data):
             raise DataError(f"precomputed entropies {root} were computed on other data (was {data.path} prepared "
                             f"again?); {redo} to compute them again")
-        splits = {}
+        opened_splits = {}
         for split in SPLITS:
+            if split not in splits:
+                continue
             documents = data.split(split)
             parts = manifest.parts.get(split, ())
             covered = [(p.first_document, p.documents) for p in parts]
@@ -472,26 +481,27 @@ class PrecomputedEntropies:
                 if problem is not None:
                     raise DataError(f"precomputed entropies: {problem}; {redo} to compute them again")
                 opened.append((part, np.memmap(root / part.file, dtype=DTYPE, mode="r")))
-            splits[split] = SplitEntropies(split, documents.lengths, opened)
-        return cls(root, manifest, splits)
+            opened_splits[split] = SplitEntropies(split, documents.lengths, opened)
+        return cls(root, manifest, opened_splits)
 
     @classmethod
-    def find(cls, data: PreparedData, entropy_model: EntropyModel, *, verify: bool = True) -> PrecomputedEntropies | None:
-        """The entropies of ``entropy_model`` stored in ``data``; None when none were ever computed for it,
-        a `DataError` when some were but can't be used (unfinished, stale or corrupt)."""
+    def find(cls, data: PreparedData, entropy_model: EntropyModel, *, verify: bool = True,
+             splits: tuple[str, ...] = SPLITS) -> PrecomputedEntropies | None:
+        """The entropies of ``entropy_model`` stored in ``data`` (opened for ``splits``); None when none were
+        ever computed for it, a `DataError` when some were but can't be used (unfinished, stale or corrupt)."""
         key = entropy_model_key(entropy_model)
         if not (data.path / ENTROPIES_DIR / key).is_dir():
             return None
-        return cls.open(data, key, verify=verify)
+        return cls.open(data, key, verify=verify, splits=splits)
 
     @classmethod
     def find_usable(cls, data: PreparedData, entropy_model: EntropyModel, log: Callable[[str], None],
-                    fallback: str) -> PrecomputedEntropies | None:
+                    fallback: str, splits: tuple[str, ...] = SPLITS) -> PrecomputedEntropies | None:
         """`find`, but None instead of a `DataError` for entropies that can't be used; logs one line saying
         which: where the entropies are, or why ``fallback`` (what is done instead, e.g. "computed during
         training") and how to precompute them."""
         try:
-            stored = cls.find(data, entropy_model)
+            stored = cls.find(data, entropy_model, splits=splits)
         except DataError as err:
             log(f"entropies: {fallback}, since {err}")
             return None

@@ -41,14 +41,16 @@ def run_precision(run: Run) -> str:
     return run.info.get("train", {}).get("precision", "fp32")
 
 
-def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = _stderr) -> PrecomputedEntropies | None:
+def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = _stderr,
+                     split: str = "val") -> PrecomputedEntropies | None:
     """The entropies of the run's entropy model precomputed in ``data`` (`blt patch --data`), as training
     and its validation passes use them; None when the run patches without an entropy model, or when there
     are none or they can't be used (unfinished, stale, corrupt) and the entropy model must run on each row.
-    Logs which, for runs that patch by entropy."""
+    Only ``split``'s entropies are opened and verified. Logs which, for runs that patch by entropy."""
     if run.kind != "blt" or not run.config.patching.uses_entropy_model:
         return None
-    return PrecomputedEntropies.find_usable(data, run.entropy_model, log, "computed by the entropy model on each row")
+    return PrecomputedEntropies.find_usable(data, run.entropy_model, log, "computed by the entropy model on each row",
+                                            splits=(split,))
 
 
 @torch.no_grad()
@@ -73,7 +75,7 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     precision = precision or run_precision(run)
     autocast = train_autocast(next(run.model.parameters()).device.type, precision)
     patcher = run.patcher if run.kind == "blt" else None
-    stored = stored_entropies(run, data, log) if precomputed else None
+    stored = stored_entropies(run, data, log, split) if precomputed else None
     it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
     loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
     token_targets = 0

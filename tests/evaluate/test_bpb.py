@@ -16,6 +16,7 @@ from torch import nn
 
 from blt.cli import main
 from blt.data import PrecomputedEntropies, PreparedData, precompute_entropies
+from blt.errors import DataError
 from blt.evaluate import evaluate_run
 from blt.objectives import BLTObjective
 from blt.patching import EntropyModel
@@ -185,3 +186,23 @@ def test_a_run_trained_in_bf16_is_evaluated_in_bf16_as_its_validation_passes(blt
     assert main([*args, "--precision", "fp32", "--json", str(tmp_path / "e.json")]) == 0
     assert "(fp32)" in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["bits_per_byte"] == pytest.approx(fp32.bits_per_byte, rel=1e-9)
+
+
+def test_eval_opens_and_verifies_only_the_split_it_reads(blt_run, data):
+    stored = precompute(data, blt_run)
+    train_part = min(stored.path.glob("train-*.f16"))
+    train_part.write_bytes(bytes(train_part.stat().st_size))  # right size, wrong bytes: only a sha256 sees it
+
+    logs: list[str] = []
+    on_val = evaluate_run(load(blt_run), data, seq_len=SEQ_LEN, max_batches=1, log=logs.append)
+    assert logs == [f"entropies: precomputed in {stored.path}"] and on_val.entropies == "precomputed"
+    logs.clear()
+    on_train = evaluate_run(load(blt_run), data, seq_len=SEQ_LEN, max_batches=1, split="train", log=logs.append)
+    assert len(logs) == 1 and "is corrupt" in logs[0] and on_train.entropies == "entropy model"
+
+    val_only = PrecomputedEntropies.find(data, load(blt_run).entropy_model, splits=("val",))
+    assert len(val_only.split("val")) == len(data.split("val").lengths)
+    with pytest.raises(DataError, match="split 'train' of .* was not opened"):
+        val_only.split("train")
+    with pytest.raises(DataError, match="unknown split"):
+        PrecomputedEntropies.find(data, load(blt_run).entropy_model, splits=("test",))
