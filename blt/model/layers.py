@@ -395,6 +395,33 @@ class GroupMask(SparseMask):
         return mask.repeat_interleave(self.group, dim=2)[:, None]
 
 
+class KeyWindows(torch.autograd.Function):
+    """x (B, H, L, hd) -> (B n, H, size, hd): the n = (L - size) / step + 1 windows of ``size`` positions,
+    ``step`` apart, copied out as a batch (``unfold``). Its backward adds each window's gradient back in
+    slices of ``step`` positions, one strided add per slice (ceil(size / step) of them) where autograd's
+    ``unfold_backward`` took ~15x longer on CPU (4.6 vs 0.3 ms for the small preset's key windows)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, step: int) -> torch.Tensor:
+        B, H, L, hd = x.shape
+        if L < size or (L - size) % step:
+            raise ValueError(f"{L} positions do not split into windows of {size}, {step} apart")
+        n = (L - size) // step + 1
+        ctx.shape, ctx.size, ctx.step, ctx.n = x.shape, size, step, n
+        return x.unfold(2, size, step).permute(0, 2, 1, 4, 3).reshape(B * n, H, size, hd)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (B, H, L, hd), size, step, n = ctx.shape, ctx.size, ctx.step, ctx.n
+        grad = grad.reshape(B, n, H, size, hd).transpose(1, 2)  # (B, H, n, size, hd)
+        spare = -size % step  # room for the last, partial slice's n steps
+        out = grad.new_zeros(B, H, L + spare, hd)
+        for c in range(0, size, step):  # window offsets [c, c + w) of window j sit at c + j step + [0, w)
+            w = min(step, size - c)
+            out[:, :, c:c + n * step].unflatten(2, (n, step))[:, :, :, :w] += grad[:, :, :, c:c + w]
+        return out[:, :, :L] if spare else out, None, None
+
+
 class CausalMask(SparseMask):
     """Self-attention that is causal, within documents and within a window: query i sees key j iff j <= i,
     both are in the same document and i - j < window (None = no window). doc_ids (B, T); dense form:
@@ -457,15 +484,12 @@ class CausalMask(SparseMask):
         q, k, v = q[:, :, start:], k[:, :, keys_from:], v[:, :, keys_from:]
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
 
-        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, H, span + n b, hd) -> (B n, H, span + b, hd)
-            x = x.unfold(2, span + b, b)  # (B, H, n, hd, span + b), a view
-            return x.permute(0, 2, 1, 4, 3).reshape(B * n, H, span + b, hd)
-
         queries = q.unflatten(2, (n, b)).transpose(1, 2).reshape(B * n, H, b, hd)
         mask = self._masks.get(("band", start, n))
         if mask is None:
             mask = self._masks[("band", start, n)] = self._band_mask(start, n)
-        out = F.scaled_dot_product_attention(queries, windows(k), windows(v), attn_mask=mask)
+        keys, values = (KeyWindows.apply(t, span + b, b) for t in (k, v))
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
         return out.view(B, n, H, b, hd).transpose(1, 2).reshape(B, H, n * b, hd)[:, :, : T - start]
 
     def _band_mask(self, start: int, n: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from blt.model.byte_latent import PatchLayout
 from blt.model.layers import (
     CausalMask,
     CrossAttention,
+    KeyWindows,
     apply_rope,
     attend,
     local_attention_mask,
@@ -70,6 +71,20 @@ def test_causal_mask_equals_dense_sdpa(T, window, documents, query_block):
     assert mask.one_document is not documents
     assert mask.dense().equal(local_attention_mask(mask.doc_ids, window))
     _check_same(mask, q_len=T, k_len=T)
+
+
+@pytest.mark.parametrize(("size", "step", "n"), [(6, 2, 4), (7, 4, 3), (5, 5, 2), (3, 4, 2), (9, 4, 1)])
+def test_key_windows_equal_unfold_in_values_and_gradients(size, step, n):
+    """Sizes that are, and are not, multiples of the step; windows that overlap, touch and leave gaps."""
+    gen = torch.Generator().manual_seed(size * 10 + step)
+    x = torch.randn(2, 3, size + (n - 1) * step, 4, generator=gen, requires_grad=True)
+    grad = torch.randn(2 * n, 3, size, 4, generator=gen)
+    got = KeyWindows.apply(x, size, step)
+    expected = x.unfold(2, size, step).permute(0, 2, 1, 4, 3).reshape(2 * n, 3, size, 4)
+    assert got.equal(expected)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    with pytest.raises(ValueError, match="do not split into windows"):
+        KeyWindows.apply(x[:, :, 1:], size, step)
 
 
 def test_causal_mask_scores_only_the_keys_a_block_may_see():
