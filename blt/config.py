@@ -56,7 +56,9 @@ class _JsonConfig:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any], _prefix: str = ""):
+        """The config of ``data`` (as `to_dict` writes it); a `ConfigError` naming the key for unknown keys and
+        for values of the wrong type."""
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__} expects a JSON object, got {type(data).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -68,9 +70,12 @@ class _JsonConfig:
         for name, value in data.items():
             sub = _config_class(hints[name])
             if sub is not None and isinstance(value, dict):
-                value = sub.from_dict(value)
+                value = sub.from_dict(value, f"{_prefix}{name}.")
             elif isinstance(value, list):
                 value = tuple(value)
+            if not _has_type(value, hints[name]):
+                raise ConfigError(f"config value {_prefix}{name} ({cls.__name__}) must be {_type_name(hints[name])}, "
+                                  f"got {json.dumps(value) if isinstance(value, (tuple, type(None), bool)) else repr(value)}")
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -120,6 +125,42 @@ class _JsonConfig:
             except (json.JSONDecodeError, TypeError):
                 node[leaf] = raw
         return type(self).from_dict(data)
+
+
+def _union_args(hint) -> tuple | None:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else None
+
+
+def _has_type(value: Any, hint) -> bool:
+    """Whether a JSON-loaded value fits a config field's type hint (an int passes for a float; a bool is not a
+    number)."""
+    if (options := _union_args(hint)) is not None:
+        return any(_has_type(value, option) for option in options)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin is tuple:
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        return isinstance(value, tuple) and (item is None or all(_has_type(v, item) for v in value))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint) -> str:
+    if (options := _union_args(hint)) is not None:
+        return " or ".join(_type_name(option) for option in options)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a list, each item {_type_name(args[0])}" if len(args) == 2 and args[1] is Ellipsis else "a list"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "an object" if _config_class(hint) else getattr(hint, "__name__", str(hint)))
 
 
 def _config_class(hint) -> type | None:
@@ -239,9 +280,10 @@ class PatchingConfig(_JsonConfig):
         if self.mode in ("entropy", "monotonic", "combined"):
             _require(self.threshold is not None or self.target_patch_size is not None,
                      f"patching.mode={self.mode} needs a threshold (e.g. threshold=1.335) or a target_patch_size (e.g. 6)")
-        if self.mode == "combined":
-            _require(self.relative_threshold is not None or self.target_patch_size is not None,
-                     "patching.mode=combined needs relative_threshold as well as threshold")
+        if self.mode == "combined":  # θ_g is given or calibrated to target_patch_size; θ_r is always given
+            _require(self.relative_threshold is not None,
+                     "patching.mode=combined needs relative_threshold (θ_r, e.g. 0.35) as well as a threshold or a "
+                     "target_patch_size (θ_g is calibrated to it with θ_r fixed)")
 
     @property
     def uses_entropy_model(self) -> bool:
@@ -270,6 +312,8 @@ class BLTConfig(_JsonConfig):
         _require(self.max_patches is None or self.max_patches >= 1, "max_patches must be >= 1 or null")
         enc, dec = self.encoder, self.decoder
         _require(enc.dim % enc.n_heads == 0 and dec.dim % dec.n_heads == 0, "encoder/decoder dims must divide by n_heads")
+        _require(enc.dim == dec.dim, f"encoder.dim ({enc.dim}) must equal decoder.dim ({dec.dim}): the decoder starts "
+                                     "from the encoder's byte states")
 
     @classmethod
     def preset(cls, name: str) -> BLTConfig:

@@ -26,7 +26,7 @@ from blt.data import (
     PreparedData,
     validation_batches,
 )
-from blt.errors import BLTError, ConfigError, DataError
+from blt.errors import BLTError, ConfigError
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective, EntropyModelObjective, TokenObjective
 from blt.patching.calibration import (

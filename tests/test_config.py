@@ -56,8 +56,35 @@ def test_overrides():
         (lambda: BLTConfig.preset("huge"), "unknown preset 'huge'"),
         (lambda: BLTConfig.from_json('{"encoder": {"dim": 64, "bogus": 1}}'), "has no field"),
         (lambda: BLTConfig.from_json("{not json"), "not valid JSON"),
+        (lambda: PatchingConfig(mode="combined", target_patch_size=4.5), "needs relative_threshold"),
+        (lambda: BLTConfig.preset("tiny").with_overrides(["decoder.dim=64"]), r"encoder.dim \(128\) must equal decoder.dim"),
     ],
 )
 def test_validation_messages(build, message):
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("encoder.dim=abc", "config value encoder.dim (LocalEncoderConfig) must be an integer, got 'abc'"),
+        ("encoder.dim=64.5", "encoder.dim (LocalEncoderConfig) must be an integer, got 64.5"),
+        ("hash.rows=null", "hash.rows (HashEmbeddingConfig) must be an integer, got null"),
+        ('hash.ngram_sizes=[3,"x"]', ('hash.ngram_sizes (HashEmbeddingConfig) must be a list, each item an integer, '
+                                      'got [3, "x"]')),
+        ("cross_attn_k=true", "cross_attn_k (BLTConfig) must be an integer, got true"),
+        ("patching.threshold=high", "patching.threshold (PatchingConfig) must be a number or null, got 'high'"),
+        ("patching.mode=3", "patching.mode (PatchingConfig) must be one of 'entropy', .*got 3"),
+        ("encoder=5", "config value encoder (BLTConfig) must be an object, got 5"),
+    ],
+)
+def test_values_of_the_wrong_type_are_config_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        BLTConfig.preset("tiny").with_overrides([override])
+
+
+def test_ints_pass_for_floats_and_round_trip_unchanged():
+    cfg = BLTConfig.preset("tiny").with_overrides(["patching.threshold=2", "patching.relative_threshold=null"])
+    assert cfg.patching.threshold == 2
+    assert BLTConfig.from_json(cfg.to_json()) == cfg

@@ -200,11 +200,6 @@ class ByteLatentTransformer(nn.Module):
 
     def __init__(self, cfg: BLTConfig):
         super().__init__()
-        if cfg.encoder.dim != cfg.decoder.dim:
-            raise ValueError(
-                f"encoder.dim ({cfg.encoder.dim}) must equal decoder.dim ({cfg.decoder.dim}): the decoder starts "
-                "from the encoder's byte states"
-            )
         self.cfg = cfg
         D_e = cfg.encoder.dim
         self.byte_embedding = nn.Embedding(cfg.vocab_size, D_e)

@@ -8,6 +8,7 @@ import torch
 import blt
 from blt.config import (
     BLTConfig,
+    ConfigError,
     GlobalConfig,
     HashEmbeddingConfig,
     LocalDecoderConfig,
@@ -200,9 +201,8 @@ def test_bad_inputs_raise_clear_errors(ids, lengths, message):
 
 
 def test_encoder_and_decoder_width_must_match():
-    cfg = micro_config(decoder=LocalDecoderConfig(dim=64, n_layers=1, n_heads=4))
-    with pytest.raises(ValueError, match="must equal decoder.dim"):
-        ByteLatentTransformer(cfg)
+    with pytest.raises(ConfigError, match="must equal decoder.dim"):
+        micro_config(decoder=LocalDecoderConfig(dim=64, n_layers=1, n_heads=4))
 
 
 def test_loss_counts_bytes_and_eos_only():
