@@ -125,7 +125,7 @@ class PatchStartRule:
     def __init__(self, config: PatchingConfig):
         if config.mode == "bpe":
             raise ConfigError("the generation engine does not support patching mode 'bpe' (BPE merges look ahead); "
-                              "use full_recompute=True")
+                              "use full_recompute=True (`blt generate --full-recompute`)")
         if config.uses_entropy_model and (config.threshold is None
                                           or (config.mode == "combined" and config.relative_threshold is None)):
             raise ConfigError(f"patching mode {config.mode!r} has no threshold yet: calibrate one first")
@@ -911,9 +911,10 @@ def stream(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 
            full_recompute: bool = False) -> Iterator[int]:
     """Yield bytes generated after ``prompt`` by a loaded run (`blt.load`) as they come.
 
-    Uses the `Engine`; ``full_recompute=True`` uses the reference path (a full forward per byte) instead.
+    Uses the `Engine`; ``full_recompute=True`` uses the reference path (a full forward per byte) instead, as
+    does a BLT patched by BPE, whose patching looks ahead and has no incremental form.
     """
-    if full_recompute:
+    if full_recompute or (run.kind == "blt" and run.config.patching.mode == "bpe"):
         stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
         halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
         yield from stream_full_recompute(run.model, run.patcher, prompt, max_bytes, temperature, top_k, top_p, seed, halt)

@@ -58,6 +58,7 @@ from blt.viz import PATCH_SIZE_CURVE_FILE, write_patch_size_curves
 # target of 4.5 bytes gave 4.47 ± 0.26 bytes on the rest of the split with 64 rows, 4.44 ± 0.11 with 512
 # and 4.45 ± 0.05 with 1024 (over seeds); 1024 rows take about 15 s on one CPU thread.
 CALIBRATION_ROWS = 1024
+PATCHING_BPE_VOCAB_SIZE = 4096  # BPE patching's tokenizer when none is given: the tiny BPE baseline's size
 
 
 @dataclass
@@ -155,7 +156,8 @@ def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyM
 
 
 def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
-              log=print) -> TrainResult:
+              log=print, tokenizer_file: Path | None = None,
+              bpe_vocab_size: int = PATCHING_BPE_VOCAB_SIZE) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
 
     ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
@@ -163,6 +165,10 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     training data with the entropy model of ``entropy_run``, which is copied into the run. Entropies
     precomputed for that entropy model beside the data (`blt patch --data`) are used for calibration
     and training; without them the entropy model runs during training.
+
+    BPE patching (mode "bpe") places patches at the token starts of a byte-level BPE: the one saved in
+    ``tokenizer_file`` (e.g. a `blt train-baseline --kind bpe` run's ``tokenizer.json``), or one of
+    ``bpe_vocab_size`` tokens learned from the training split. It is saved in the run as ``tokenizer.json``.
     """
     world = init_distributed()
     main_log = log if world.is_main else (lambda message: None)
@@ -179,6 +185,8 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        if tokenizer_file is not None and cfg.patching.mode != "bpe":
+            raise ConfigError(f"--tokenizer is for --patching bpe; this run patches by {cfg.patching.mode}")
         entropy_model = None
         if cfg.patching.uses_entropy_model:
             if entropy_run is None:
@@ -192,14 +200,39 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
                      f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences spread over the split")
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
-            write_run_config(opts.out, "blt", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
+            extra = {"train": tcfg.to_dict(), "data": str(opts.data)}
+            if cfg.patching.mode == "bpe":
+                tokenizer = patching_tokenizer(data, cfg.patching, tokenizer_file, bpe_vocab_size, tcfg, main_log)
+                tokenizer.save(opts.out / TOKENIZER_FILE)
+                extra["patching_tokenizer"] = tokenizer.describe()
+            write_run_config(opts.out, "blt", cfg, extra)
             if entropy_model is not None:
                 copy_entropy_model(entropy_run, opts.out)
         world.barrier()
+    tokenizer = BPETokenizer.load(opts.out / TOKENIZER_FILE) if cfg.patching.mode == "bpe" else None
     model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
-    objective = BLTObjective(model, Patcher(cfg.patching, entropy_model))
+    objective = BLTObjective(model, Patcher(cfg.patching, entropy_model, tokenizer))
     trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
     return trainer.fit(resume=opts.resume)
+
+
+def patching_tokenizer(data: PreparedData, patching: PatchingConfig, tokenizer_file: Path | None, vocab_size: int,
+                       tcfg: TrainConfig, log) -> BPETokenizer:
+    """The byte-level BPE a BLT run patches by (mode "bpe"): loaded from ``tokenizer_file``, or learned from
+    the training split. Logs the mean patch size it gives on training rows spread over the split."""
+    if tokenizer_file is not None:
+        tokenizer = BPETokenizer.load(tokenizer_file)
+    else:
+        if vocab_size < MIN_BPE_VOCAB:
+            raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {vocab_size}")
+        log(f"tokenizer: learning a byte-level BPE of {vocab_size:,} tokens from up to {DEFAULT_BPE_TRAIN_BYTES:,} "
+            "training bytes, for BPE patching")
+        tokenizer = train_bpe(data, vocab_size, seed=tcfg.seed)
+    sample = spread_sample(data, "train", tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed)
+    size = mean_patch_size(Patcher(patching, tokenizer=tokenizer)(sample))
+    log(f"patching: bpe, {tokenizer.vocab_size:,} tokens -> mean patch size {size:.2f} bytes on {CALIBRATION_ROWS} "
+        "training sequences spread over the split")
+    return tokenizer
 
 
 TOKENIZER_KINDS = ("bpe", "byte")

@@ -4,7 +4,8 @@ A run directory holds ``config.json`` (its kind, the model config, the training 
 ``model.safetensors``, ``metrics.jsonl``, ``loss.png`` and ``checkpoints/``. A BLT run also holds a copy
 of the entropy model it was patched with under ``entropy_model/``, so one folder is the whole model. A
 token-model run (a baseline, `blt.baselines`) records its tokenizer in config.json (``"tokenizer":
-{"kind": "bpe" | "byte", ...}``) and keeps a BPE tokenizer beside the weights as ``tokenizer.json``.
+{"kind": "bpe" | "byte", ...}``) and keeps a BPE tokenizer beside the weights as ``tokenizer.json``; so
+does a BLT run patched by BPE (``"patching_tokenizer"``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import torch
 from torch import nn
 
 from blt.baselines.model import TokenLM, TokenModelConfig
-from blt.baselines.tokenization import BaselineTokenizer, tokenizer_from_record
+from blt.baselines.tokenization import (
+    TOKENIZER_FILE,
+    BaselineTokenizer,
+    BPETokenizer,
+    tokenizer_from_record,
+)
 from blt.checkpoint import latest_checkpoint, load_tensors
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import CheckpointError, ConfigError
@@ -42,7 +48,7 @@ ENTROPY_SUBDIR = "entropy_model"
 @dataclass
 class Run:
     """A loaded run: the model (BLT, entropy model or token model), BLT's patcher's entropy model, a token
-    model's tokenizer, and the configs."""
+    model's tokenizer (or the BPE a BLT run patches by, in mode "bpe"), and the configs."""
 
     path: Path
     kind: RunKind
@@ -56,7 +62,7 @@ class Run:
     def patcher(self) -> Patcher:
         if self.kind != "blt":
             raise ConfigError(f"{self.path} is {KIND_NAMES[self.kind]}; it has no patcher of its own")
-        return Patcher(self.config.patching, self.entropy_model)
+        return Patcher(self.config.patching, self.entropy_model, self.tokenizer)
 
 
 def write_run_config(run_dir: Path, kind: RunKind, model_config, extra: dict[str, Any] | None = None) -> None:
@@ -129,8 +135,12 @@ def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch
         entropy_model = load(run_dir / ENTROPY_SUBDIR, expect="entropy_model", device=device).model
     elif kind == "entropy_model":
         entropy_model = model
-    tokenizer = tokenizer_from_record(record, run_dir) if kind == "token_model" else None
-    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
+    tokenizer = None
+    if kind == "token_model":
+        tokenizer = tokenizer_from_record(record, run_dir)
+    elif kind == "blt" and cfg.patching.mode == "bpe":  # the BPE it patches by (`blt train --patching bpe`)
+        tokenizer = BPETokenizer.load(run_dir / record.get("patching_tokenizer", {}).get("file", TOKENIZER_FILE))
+    if kind == "token_model" and tokenizer.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"{run_dir}: its tokenizer has {tokenizer.vocab_size} tokens but its model "
                               f"{cfg.vocab_size}; the run directory is inconsistent")
     info = dict(record, weights=source)

@@ -1,4 +1,5 @@
-"""`blt train`: train a BLT on prepared data, patched by an entropy model (or a fixed scheme)."""
+"""`blt train`: train a BLT on prepared data, patched by an entropy model (or a fixed scheme, or a BPE's token
+starts)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from blt.commands._common import add_training_arguments, run_options
 from blt.config import PATCHING_MODES, BLTConfig
-from blt.recipes import train_blt
+from blt.recipes import PATCHING_BPE_VOCAB_SIZE, train_blt
 from blt.train import init_distributed
 
 
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--threshold", type=float, help="entropy threshold in nats (θ_g; θ_r for monotonic)")
     p.add_argument("--max-patch-length", type=int, help="split patches longer than this")
     p.add_argument("--patch-size", type=int, help="bytes per patch for --patching static")
+    p.add_argument("--tokenizer", type=Path, metavar="FILE", help="byte-level BPE (tokenizer.json, e.g. from a "
+                   "`blt train-baseline --kind bpe` run) for --patching bpe (default: learn one from the training split)")
+    p.add_argument("--vocab-size", type=int, default=PATCHING_BPE_VOCAB_SIZE,
+                   help="tokens of the BPE learned for --patching bpe without --tokenizer (default: %(default)s)")
     p.epilog = "Presets: " + ", ".join(BLTConfig.preset_names())
 
 
@@ -41,7 +46,8 @@ def patching_changes(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = train_blt(run_options(args), patching_changes(args), args.entropy_model)
+    result = train_blt(run_options(args), patching_changes(args), args.entropy_model, tokenizer_file=args.tokenizer,
+                       bpe_vocab_size=args.vocab_size)
     if init_distributed().is_main:
         print(f"BLT: {result.step} steps, validation {result.val_bpb:.3f} bits/byte -> {args.out}")
     return 0

@@ -19,6 +19,7 @@ from blt.patching.patcher import (
     document_starts,
 )
 from blt.patching.patchers import (
+    BytesTokenizer,
     cap_start_mask,
     lengths_from_start_mask,
     patch_lengths_for,
@@ -35,6 +36,7 @@ from blt.patching.patchers import (
 )
 
 __all__ = [
+    "BytesTokenizer",
     "EntropyModel",
     "Patcher",
     "calibrate_patching",

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,6 +34,18 @@ from blt.tokenizer import BOE_ID, OFFSET, VOCAB_SIZE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
+
+
+
+@runtime_checkable
+class BytesTokenizer(Protocol):
+    """A tokenizer of raw bytes that knows each token's bytes, such as `blt.baselines.BPETokenizer` (what
+    `blt train-baseline --kind bpe` learns and `blt train --patching bpe` patches with)."""
+
+    def encode_batch(self, items: Sequence[bytes]) -> list[list[int]]: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
 
 # surrogateescape decodes each invalid UTF-8 byte 0x80-0xFF to U+DC80-U+DCFF; BPE reads them as U+FFFD.
 _ESCAPED_TO_REPLACEMENT = {0xDC80 + b: "\ufffd" for b in range(128)}
@@ -290,9 +303,11 @@ def _token_starts(tokens: list[str], data_width: np.ndarray, text_width: np.ndar
     return char_data_starts[chars]
 
 
-def start_mask_bpe(ids: torch.Tensor, tokenizer: Tokenizer) -> torch.Tensor:
-    """BPE patch starts: the starts of the tokens of a byte-level BPE tokenizer (a Hugging Face
-    ``tokenizers.Tokenizer``; from ``transformers`` pass ``tok.backend_tokenizer``). (B, T) ids -> (B, T) bool.
+def start_mask_bpe(ids: torch.Tensor, tokenizer: Tokenizer | BytesTokenizer) -> torch.Tensor:
+    """BPE patch starts: the starts of the tokens of a byte-level BPE tokenizer: a Hugging Face
+    ``tokenizers.Tokenizer`` over text (from ``transformers`` pass ``tok.backend_tokenizer``), or a
+    `BytesTokenizer` over raw bytes (blt's own BPE; its tokens' bytes give the widths directly, so the rest
+    of this paragraph is about text tokenizers). (B, T) ids -> (B, T) bool.
 
     Each run of data bytes between special ids is tokenized on its own; each special id is a patch of
     its own. Positions 0 and 1 always start. Bytes that are not valid UTF-8 are read by the tokenizer as
@@ -318,7 +333,16 @@ def start_mask_bpe(ids: torch.Tensor, tokenizer: Tokenizer) -> torch.Tensor:
         mask[r, special[special + 1 < len(row)] + 1] = True
         edges = np.diff(np.concatenate([[0], (row >= OFFSET).astype(np.int8), [0]]))
         runs += [(r, s, e) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
-    characters = [_characters((rows[r, s:e] - OFFSET).astype(np.uint8).tobytes()) for r, s, e in runs]
+    pieces = [(rows[r, s:e] - OFFSET).astype(np.uint8).tobytes() for r, s, e in runs]
+    if isinstance(tokenizer, BytesTokenizer):
+        for (r, s, e), tokens in zip(runs, tokenizer.encode_batch(pieces) if runs else []):
+            widths = np.array([len(tokenizer.token_bytes(t)) for t in tokens], dtype=np.int64)
+            if int(widths.sum()) != e - s:
+                raise ValueError(f"the tokenizer's tokens cover {int(widths.sum())} of {e - s} bytes; it must "
+                                 "tokenize every byte (a byte-level BPE)")
+            mask[r, s + np.cumsum(widths) - widths] = True
+        return torch.from_numpy(mask).to(ids.device)
+    characters = [_characters(piece) for piece in pieces]
     encodings = tokenizer.encode_batch([text for text, _, _ in characters], add_special_tokens=False) if runs else []
     for (r, s, _), (_, data_width, text_width), encoding in zip(runs, characters, encodings):
         mask[r, s + _token_starts(encoding.tokens, data_width, text_width)] = True
@@ -329,7 +353,7 @@ def start_mask_for(
     ids: torch.Tensor,
     config: PatchingConfig,
     entropies: torch.Tensor | None = None,
-    tokenizer: Tokenizer | None = None,
+    tokenizer: Tokenizer | BytesTokenizer | None = None,
 ) -> torch.Tensor:
     """Patch starts for ``config.mode``, with ``config.max_patch_length`` applied. (B, T) -> (B, T) bool.
 
@@ -366,8 +390,8 @@ def start_mask_for(
         mask = start_mask_space(ids)
     elif mode == "bpe":
         if tokenizer is None:
-            raise ValueError("patching mode 'bpe' needs a byte-level BPE tokenizer: "
-                             "pass tokenizer=tokenizers.Tokenizer(...)")
+            raise ValueError("patching mode 'bpe' needs a byte-level BPE tokenizer: pass "
+                             "tokenizer=tokenizers.Tokenizer(...) or a blt.baselines.BPETokenizer")
         mask = start_mask_bpe(ids, tokenizer)
     else:
         raise ConfigError(f"unknown patching mode {mode!r}")
@@ -471,7 +495,7 @@ def patch_lengths_for(
     ids: torch.Tensor,
     config: PatchingConfig,
     entropies: torch.Tensor | None = None,
-    tokenizer: Tokenizer | None = None,
+    tokenizer: Tokenizer | BytesTokenizer | None = None,
 ) -> torch.Tensor:
     """Patch lengths for ``config.mode`` (entropy, monotonic, combined, static, space, bpe, byte), with
     ``config.max_patch_length`` applied; see `start_mask_for`. (B, T) -> (B, P) long, right-padded with 0.
