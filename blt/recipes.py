@@ -50,6 +50,7 @@ from blt.train import (
     TrainResult,
     default_train_config,
     init_distributed,
+    resolve_device,
 )
 from blt.viz import PATCH_SIZE_CURVE_FILE, write_patch_size_curves
 
@@ -75,6 +76,7 @@ class RunOptions:
     resume: bool = False
     force: bool = False
     progress: bool = True
+    device: str = "auto"  # cpu, cuda, cuda:N, or auto (a GPU when torch sees one); `blt.train.resolve_device`
 
 
 def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
@@ -108,7 +110,8 @@ def _train_config(opts: RunOptions, base: TrainConfig) -> TrainConfig:
 def train_entropy_model(opts: RunOptions) -> TrainResult:
     """Train (or resume) an entropy model into ``opts.out``, then plot the mean patch size it gives against
     the threshold on a validation sample (``patch_size_vs_threshold.png`` and ``.json`` in the run)."""
-    world = init_distributed()
+    device = resolve_device(opts.device)
+    world = init_distributed(device)
     data = PreparedData.open(opts.data)
     if opts.resume:
         record = read_run_config(opts.out)
@@ -121,7 +124,7 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             write_run_config(opts.out, "entropy_model", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
         world.barrier()
-    model = EntropyModel(cfg).init_weights(seed=tcfg.seed)
+    model = EntropyModel(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(EntropyModelObjective(model), data, tcfg, opts.out, world=world, progress=opts.progress)
     result = trainer.fit(resume=opts.resume)
     if world.is_main:  # the saved weights, whole even when training sharded them
@@ -150,7 +153,8 @@ def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyM
     `Patcher` gives those rows. ``entropies``: precomputed ones to use instead of running the model, as
     training will."""
     sample = spread_sample(data, "train", seq_len, rows, seed=seed, entropies=entropies)
-    sample, sample_entropies = sample if entropies is not None else (sample, entropy_model.entropies(sample))
+    device = next(entropy_model.parameters()).device
+    sample, sample_entropies = sample if entropies is not None else (sample, entropy_model.entropies(sample.to(device)).cpu())
     patching = calibrate_patching(patching, entropy_model, sample, entropies=sample_entropies)
     return patching, mean_patch_size(Patcher(patching, entropy_model)(sample, sample_entropies))
 
@@ -170,7 +174,8 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     ``tokenizer_file`` (e.g. a `blt train-baseline --kind bpe` run's ``tokenizer.json``), or one of
     ``bpe_vocab_size`` tokens learned from the training split. It is saved in the run as ``tokenizer.json``.
     """
-    world = init_distributed()
+    device = resolve_device(opts.device)
+    world = init_distributed(device)
     main_log = log if world.is_main else (lambda message: None)
     data = PreparedData.open(opts.data)
     stored = None
@@ -178,7 +183,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         record = read_run_config(opts.out)
         cfg = BLTConfig.from_dict(record["model"])
         tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
-        entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model").model if cfg.patching.uses_entropy_model else None
+        entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model", device=device).model if cfg.patching.uses_entropy_model else None
         if entropy_model is not None:
             stored = precomputed_entropies(data, entropy_model, main_log)
     else:
@@ -191,7 +196,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         if cfg.patching.uses_entropy_model:
             if entropy_run is None:
                 raise BLTError(f"patching mode {cfg.patching.mode} needs --entropy-model RUN (train one with `blt train-entropy`)")
-            entropy_model = load(entropy_run, expect="entropy_model").model
+            entropy_model = load(entropy_run, expect="entropy_model", device=device).model
             stored = precomputed_entropies(data, entropy_model, main_log)
             calibrated, size = calibrate_on_training_data(cfg.patching, entropy_model, data, tcfg.seq_len,
                                                           seed=tcfg.seed, entropies=stored)
@@ -210,7 +215,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
                 copy_entropy_model(entropy_run, opts.out)
         world.barrier()
     tokenizer = BPETokenizer.load(opts.out / TOKENIZER_FILE) if cfg.patching.mode == "bpe" else None
-    model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
+    model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed).to(device)
     objective = BLTObjective(model, Patcher(cfg.patching, entropy_model, tokenizer))
     trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
     return trainer.fit(resume=opts.resume)
@@ -250,7 +255,8 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     validated on the same bytes as a BLT run. Validation bytes per token are measured over the whole
     validation split, logged and stored in config.json (``tokenizer.val_bytes_per_token``).
     """
-    world = init_distributed()
+    device = resolve_device(opts.device)
+    world = init_distributed(device)
     main_log = log if world.is_main else (lambda message: None)
     data = PreparedData.open(opts.data)
     if not opts.resume:
@@ -290,6 +296,6 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     cfg = TokenModelConfig.from_dict(record["model"])
     tcfg = _train_config(opts, TrainConfig.from_dict(record["train"])) if opts.resume else TrainConfig.from_dict(record["train"])
     tok = tokenizer_from_record(record, opts.out)
-    model = TokenLM(cfg).init_weights(seed=tcfg.seed)
+    model = TokenLM(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(TokenObjective(model, tok), data, tcfg, opts.out, world=world, progress=opts.progress)
     return trainer.fit(resume=opts.resume)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -131,7 +132,8 @@ class World:
     def all_sum(self, values: list[float]) -> list[float]:
         if self.size == 1:
             return values
-        t = torch.tensor(values, dtype=torch.float64)
+        nccl = dist.get_backend() == "nccl"  # reduces CUDA tensors only
+        t = torch.tensor(values, dtype=torch.float64, device=f"cuda:{torch.cuda.current_device()}" if nccl else "cpu")
         dist.all_reduce(t)
         return t.tolist()
 
@@ -140,13 +142,35 @@ class World:
             dist.barrier()
 
 
-def init_distributed() -> World:
-    """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+def init_distributed(device: torch.device | None = None) -> World:
+    """Join the process group that torchrun describes in the environment: nccl when this process trains on a
+    CUDA ``device`` (default: when torch sees a GPU), gloo on the CPU. Later calls return the same world."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return World()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device a training process runs on: "cpu", "cuda" (under torchrun, GPU ``LOCAL_RANK``), "cuda:N", or
+    "auto" (a GPU when torch sees one, else the CPU). A CUDA device becomes the process's current one."""
+    name = name.strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise BLTError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
+    if not torch.cuda.is_available():
+        raise BLTError(f"device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+    index = int(match.group(1) if match.group(1) is not None else os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        raise BLTError(f"device {name}: there is no GPU {index} (torch sees {torch.cuda.device_count()})")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -222,12 +246,14 @@ class Trainer:
             )
         self.micro_batch = cfg.batch_size // (self.world.size * cfg.grad_accum)
         self.model = objective.model
+        self.device = next(self.model.parameters()).device  # where the caller put the model
         self.wrapped = self.model
         self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
         if self.sharded:
             shard_model(self.model)
         elif self.world.size > 1:
-            self.wrapped = nn.parallel.DistributedDataParallel(self.model)
+            on_gpu = self.device.type == "cuda"
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
         self.optimizer = build_optimizer(self.model, cfg)
         self.entropies = entropies
         self.train_iter = ByteBatchIterator(
@@ -235,7 +261,6 @@ class Trainer:
             rank=self.world.rank, world_size=self.world.size, entropies=entropies,
         )
         self.step = 0
-        self.device = next(self.model.parameters()).device
 
     # -- checkpoints --
     @property

@@ -16,10 +16,16 @@ def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "ti
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or plain fp32 (default: fp32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. global_model.n_layers=6 or train.lr=1e-3 (repeatable)")
+    add_device_argument(p)
     p.add_argument("--fsdp", action="store_true", help="under torchrun, shard the model with FSDP2 instead of DDP")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto: a GPU when torch sees one, else "
+                   "the CPU; under torchrun each process takes GPU LOCAL_RANK (default: %(default)s)")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -28,4 +34,4 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     model = [o for o in args.overrides if not o.startswith("train.")]
     return RunOptions(data=args.data, out=args.out, preset=args.preset, model_overrides=model, train_overrides=train,
                       steps=args.steps, precision=args.precision, resume=args.resume, force=args.force,
-                      progress=not args.quiet)
+                      progress=not args.quiet, device=args.device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blt.commands._common import add_device_argument
 from blt.evaluate.char_tasks import TASKS
 from blt.evaluate.finetune import DEFAULT_STEPS, FinetuneOptions, finetune
 from blt.train import init_distributed
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         init=args.run, out=args.out, steps=args.steps, tasks=list(dict.fromkeys(args.tasks)), examples=args.examples,
         shots=args.shots, seed=args.seed, held_out_fraction=args.held_out_fraction, split_seed=args.split_seed,
         words=args.words, lr=args.lr, train_overrides=[o[len("train."):] for o in args.overrides],
-        resume=args.resume, force=args.force, progress=not args.quiet,
+        resume=args.resume, force=args.force, progress=not args.quiet, device=args.device,
     )
     result = finetune(opts)
     if init_distributed().is_main:

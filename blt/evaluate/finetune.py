@@ -27,7 +27,6 @@ from blt.evaluate.char_tasks import (
     split_words,
 )
 from blt.objectives import BLTObjective, EntropyModelObjective
-from blt.patching.patcher import Patcher
 from blt.recipes import prepare_run_dir
 from blt.run import (
     ENTROPY_SUBDIR,
@@ -42,6 +41,7 @@ from blt.train import (
     TrainResult,
     default_train_config,
     init_distributed,
+    resolve_device,
 )
 
 DATA_SUBDIR = "data"
@@ -67,6 +67,7 @@ class FinetuneOptions:
     resume: bool = False
     force: bool = False
     progress: bool = True
+    device: str = "auto"  # cpu, cuda, cuda:N, or auto (a GPU when torch sees one); `blt.train.resolve_device`
 
 
 def task_documents(split: WordSplit, tasks: list[str], examples: int, shots: int, seed: int) -> dict[str, str]:
@@ -89,18 +90,19 @@ def finetune_train_config(base: TrainConfig, opts: FinetuneOptions) -> TrainConf
 
 def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
     """Finetune ``opts.init`` on the train-split tasks into ``opts.out`` (or resume that)."""
-    world = init_distributed()
+    device = resolve_device(opts.device)
+    world = init_distributed(device)
     out = Path(opts.out)
     if opts.resume:
         record = read_run_config(out)
         if "finetune" not in record:
             raise BLTError(f"--resume: {out} is not a finetuning run (from `blt finetune`)")
-        init = load(record["finetune"]["init"])
+        init = load(record["finetune"]["init"], device=device)
         tcfg = TrainConfig.from_dict(record["train"])
         if opts.steps is not None:
             tcfg = tcfg.replace(steps=opts.steps)
     else:
-        init = load(opts.init)
+        init = load(opts.init, device=device)
         if Path(opts.init).resolve() == out.resolve():
             raise BLTError("--out must be a new run directory, not the run being finetuned")
         if (opts.steps is not None and opts.steps < 1) or opts.examples < 1:
@@ -120,11 +122,13 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
             record = {"train": tcfg.to_dict(), "data": str(out / DATA_SUBDIR),
                       "finetune": {"init": str(opts.init), "init_data": init.info.get("data"), "tasks": opts.tasks,
                                    "examples": opts.examples, "shots": opts.shots, "words": source}}
-            if init.kind == "token_model":  # the tokenizer goes with the weights
+            for key in ("tokenizer", "patching_tokenizer"):  # a token model's or BPE patching's: with the weights
+                if key not in init.info:
+                    continue
                 from blt.baselines.tokenization import TOKENIZER_FILE
 
-                record["tokenizer"] = init.info["tokenizer"]
-                tokenizer_file = Path(opts.init) / init.info["tokenizer"].get("file", TOKENIZER_FILE)
+                record[key] = init.info[key]
+                tokenizer_file = Path(opts.init) / init.info[key].get("file", TOKENIZER_FILE)
                 if tokenizer_file.is_file():
                     shutil.copy2(tokenizer_file, out / tokenizer_file.name)
             write_run_config(out, init.kind, init.config, record)  # first: a failed setup can be redone with --force
@@ -145,7 +149,7 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
             f"({len(split.held_out)} held out; words: {source})")
     model = init.model.train()
     if init.kind == "blt":
-        objective = BLTObjective(model, Patcher(init.config.patching, init.entropy_model))
+        objective = BLTObjective(model, init.patcher)
     elif init.kind == "token_model":
         from blt.objectives import TokenObjective
 

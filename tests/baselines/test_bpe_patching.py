@@ -18,6 +18,7 @@ from blt.generate import stream, stream_full_recompute
 from blt.patching import lengths_from_start_mask, start_mask_bpe
 from blt.tokenizer import OFFSET
 from tests.baselines.conftest import MICRO_BLT_SET, MICRO_TRAIN_SET
+from tests.evaluate.conftest import pseudo_words
 
 SETS = [arg for v in MICRO_BLT_SET + [f"train.{v}" for v in MICRO_TRAIN_SET] for arg in ("--set", v)]
 
@@ -57,6 +58,15 @@ def test_train_with_bpe_patching_keeps_its_tokenizer(text_data, bpe, tmp_path, c
     assert bytes(stream(run, b"def ", 6)) == expected
     assert main(["generate", str(out), "--prompt", "def ", "--max-bytes", "6", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g").read_bytes() == expected
+
+    # Finetuning keeps the tokenizer with the weights.
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(pseudo_words()) + "\n")
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(out), "--out", str(tuned), "--steps", "1", "--examples", "20", "--tasks", "delete_char",
+                 "--shots", "0", "--words", str(words), "--set", "train.batch_size=2", "--quiet"]) == 0
+    assert blt.load(tuned).tokenizer.vocab_size == 400
+    assert torch.equal(blt.load(tuned).patcher(ids), lengths)
 
     resume = ["train", "--data", str(text_data.path), "--out", str(out), "--steps", "3", "--resume", "--quiet"]
     assert main(resume) == 0  # with the tokenizer saved in the run

@@ -1,0 +1,49 @@
+"""Choosing the training device (`resolve_device`, `--device`): the CPU here; CUDA choices are checked
+against what torch reports (mocked, since these machines have no GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blt.cli import main
+from blt.errors import BLTError
+from blt.train import resolve_device
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """torch reports two CUDA GPUs; records which one is made current."""
+    current: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    return current
+
+
+def test_cpu_and_auto_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(" CPU ") == torch.device("cpu")
+    with pytest.raises(BLTError, match="sees no CUDA GPU; use --device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(BLTError, match="device must be auto, cpu, cuda or cuda:N, not 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_cuda_takes_the_local_rank_under_torchrun(fake_gpus, monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index wins
+    assert fake_gpus == [0, 1, 0]
+    with pytest.raises(BLTError, match="there is no GPU 2 \\(torch sees 2\\)"):
+        resolve_device("cuda:2")
+
+
+def test_training_commands_refuse_a_missing_gpu_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in (["train"], ["train-entropy"], ["train-baseline", "--kind", "byte"]):
+        assert main([*command, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
