@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from blt.baselines.model import TokenLM, TokenModelConfig
 from blt.baselines.tokenization import (
     DEFAULT_BPE_TRAIN_BYTES,
@@ -153,8 +155,11 @@ def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyM
     `Patcher` gives those rows. ``entropies``: precomputed ones to use instead of running the model, as
     training will."""
     sample = spread_sample(data, "train", seq_len, rows, seed=seed, entropies=entropies)
-    device = next(entropy_model.parameters()).device
-    sample, sample_entropies = sample if entropies is not None else (sample, entropy_model.entropies(sample.to(device)).cpu())
+    if entropies is not None:
+        sample, sample_entropies = sample
+    else:  # on the entropy model's device (a GPU run's), back to the CPU for calibrating
+        device = next(entropy_model.parameters(), torch.empty(0)).device
+        sample_entropies = entropy_model.entropies(sample.to(device)).cpu()
     patching = calibrate_patching(patching, entropy_model, sample, entropies=sample_entropies)
     return patching, mean_patch_size(Patcher(patching, entropy_model)(sample, sample_entropies))
 
