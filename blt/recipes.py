@@ -109,6 +109,13 @@ def _train_config(opts: RunOptions, base: TrainConfig) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
+def _check_seq_len(model_cfg: BLTConfig | EntropyModelConfig, tcfg: TrainConfig) -> None:
+    """Training rows must fit the model's ``max_seq_len`` (what exports and FLOP counts take as its length)."""
+    if tcfg.seq_len > model_cfg.max_seq_len:
+        raise ConfigError(f"train.seq_len {tcfg.seq_len} is longer than the model's max_seq_len "
+                          f"{model_cfg.max_seq_len}; raise it with --set max_seq_len={tcfg.seq_len}")
+
+
 def train_entropy_model(opts: RunOptions) -> TrainResult:
     """Train (or resume) an entropy model into ``opts.out``, then plot the mean patch size it gives against
     the threshold on a validation sample (``patch_size_vs_threshold.png`` and ``.json`` in the run)."""
@@ -122,6 +129,7 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     else:
         cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
+        _check_seq_len(cfg, tcfg)
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             write_run_config(opts.out, "entropy_model", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
@@ -195,6 +203,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        _check_seq_len(cfg, tcfg)
         if tokenizer_file is not None and cfg.patching.mode != "bpe":
             raise ConfigError(f"--tokenizer is for --patching bpe; this run patches by {cfg.patching.mode}")
         entropy_model = None

@@ -47,3 +47,12 @@ def test_training_commands_refuse_a_missing_gpu_in_one_line(tmp_path, capsys, mo
         assert main([*command, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
         assert "sees no CUDA GPU" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_training_rows_must_fit_the_models_max_seq_len(text_data, tmp_path, capsys):
+    for command in (["train", "--patching", "byte"], ["train-entropy"]):
+        assert main([*command, "--data", str(text_data.path), "--out", str(tmp_path / "run"), "--set", "train.seq_len=1024",
+                     "--device", "cpu"]) == 2
+        message = "train.seq_len 1024 is longer than the model's max_seq_len 512; raise it with --set max_seq_len=1024"
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
