@@ -133,11 +133,15 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
                     shutil.copy2(tokenizer_file, out / tokenizer_file.name)
             write_run_config(out, init.kind, init.config, record)  # first: a failed setup can be redone with --force
             with tempfile.TemporaryDirectory() as tmp:
+                # document names start with the source directory's own name, and they decide the split: a fixed
+                # name keeps the split the same from run to run (the temporary directory's is random)
+                root = Path(tmp) / "tasks"
                 for name, text in docs.items():
-                    path = Path(tmp) / name
-                    path.parent.mkdir(exist_ok=True)
+                    path = root / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text)
-                manifest = prepare([tmp], out / DATA_SUBDIR, val_fraction=VAL_FRACTION, seed=opts.seed, progress=False)
+                manifest = prepare([str(root)], out / DATA_SUBDIR, val_fraction=VAL_FRACTION, seed=opts.seed,
+                                   progress=False)
             if not manifest.splits["val"].documents:
                 raise BLTError(f"none of the {len(docs)} task examples fell in the validation split; "
                                "pass more --examples")

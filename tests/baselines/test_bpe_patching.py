@@ -63,7 +63,7 @@ def test_train_with_bpe_patching_keeps_its_tokenizer(text_data, bpe, tmp_path, c
     words = tmp_path / "words.txt"
     words.write_text("\n".join(pseudo_words()) + "\n")
     tuned = tmp_path / "tuned"
-    assert main(["finetune", str(out), "--out", str(tuned), "--steps", "1", "--examples", "20", "--tasks", "delete_char",
+    assert main(["finetune", str(out), "--out", str(tuned), "--steps", "1", "--examples", "80", "--tasks", "delete_char",
                  "--shots", "0", "--words", str(words), "--set", "train.batch_size=2", "--quiet"]) == 0
     assert blt.load(tuned).tokenizer.vocab_size == 400
     assert torch.equal(blt.load(tuned).patcher(ids), lengths)

@@ -80,6 +80,10 @@ def test_finetune_trains_on_train_words_only(blt_run, words_file, tmp_path, caps
 
     assert main(args) == 2  # the run exists: no silent overwrite
     assert "already exists" in capsys.readouterr().err
+    again = tmp_path / "again"  # the same examples fall in the same split (names don't carry a temporary path)
+    assert main([*args[:3], str(again), *args[4:]]) == 0
+    for name in ("train", "val"):
+        assert PreparedData.open(again / "data").split(name).lengths.tolist() == data.split(name).lengths.tolist()
     assert main(["finetune", str(blt_run), "--out", str(tmp_path / "t2"), "--set", "encoder.dim=8"]) == 2
 
 
