@@ -25,7 +25,7 @@ def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "ti
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto: a GPU when torch sees one, else "
-                   "the CPU; under torchrun each process takes GPU LOCAL_RANK (default: %(default)s)")
+                   "the CPU; under torchrun each training process takes GPU LOCAL_RANK (default: %(default)s)")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

@@ -12,10 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
+from blt.commands._common import add_device_argument
 from blt.data import PreparedData
 from blt.errors import BLTError
 from blt.evaluate import evaluate_run
 from blt.run import load
+from blt.train import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,13 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the entropy model on each row even where its entropies were precomputed beside the data")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="fp32, or bf16 autocast (default: the precision the run trained in, as its validation passes)")
+    add_device_argument(p)
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise BLTError(f"--batch-size must be at least 1, got {args.batch_size}")
-    run_ = load(args.run)
+    run_ = load(args.run, device=resolve_device(args.device))
     data_dir = args.data or run_.info.get("data")
     if data_dir is None:
         raise BLTError(f"{args.run} does not record its data; pass --data DIR")

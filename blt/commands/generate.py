@@ -7,9 +7,11 @@ import codecs
 import sys
 from pathlib import Path
 
+from blt.commands._common import add_device_argument
 from blt.errors import BLTError
 from blt.generate import generate, stream
 from blt.run import load
+from blt.train import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=1, metavar="N",
                    help="draw N samples at once (batched; sample i uses seed + i); needs --temperature > 0")
     p.add_argument("--out", type=Path, help="write the generated raw bytes to this file")
+    add_device_argument(p)
     p.add_argument("--full-recompute", action="store_true",
                    help="use the reference path (a full forward per byte) instead of the cached engine")
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise BLTError("--samples > 1 with greedy decoding gives N identical outputs; pass --temperature > 0")
     if args.samples > 1 and (args.out is not None or args.full_recompute):
         raise BLTError("--samples > 1 prints the samples; it can't be combined with --out or --full-recompute")
-    run_ = load(args.run, expect="blt")
+    run_ = load(args.run, expect="blt", device=resolve_device(args.device))
     prompt = args.prompt.encode() if args.prompt is not None else args.prompt_file.read_bytes()
     if args.samples > 1:
         samples = generate(run_, [prompt] * args.samples, args.max_bytes, args.temperature, args.top_k, args.top_p,

@@ -73,7 +73,8 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     decided in fp32 (as `blt.objectives.BLTObjective` decides them).
     """
     precision = precision or run_precision(run)
-    autocast = train_autocast(next(run.model.parameters()).device.type, precision)
+    device = next(run.model.parameters()).device  # batches go where `blt.load(..., device=)` put the model
+    autocast = train_autocast(device.type, precision)
     patcher = run.patcher if run.kind == "blt" else None
     stored = stored_entropies(run, data, log, split) if precomputed else None
     it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
@@ -83,6 +84,7 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         if max_batches is not None and i >= max_batches:
             break
         ids, entropies = batch if stored is not None else (batch, None)
+        ids, entropies = ids.to(device), entropies.to(device) if entropies is not None else None
         if patcher is not None:
             lengths = patcher(ids, entropies)
             with autocast:

@@ -49,6 +49,13 @@ def test_training_commands_refuse_a_missing_gpu_in_one_line(tmp_path, capsys, mo
         assert not (tmp_path / "run").exists()
 
 
+def test_eval_and_generate_take_a_device(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in (["eval"], ["generate", "--prompt", "x"]):
+        assert main([*command, str(tmp_path), "--device", "cuda"]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+
+
 def test_training_rows_must_fit_the_models_max_seq_len(text_data, tmp_path, capsys):
     for command in (["train", "--patching", "byte"], ["train-entropy"]):
         assert main([*command, "--data", str(text_data.path), "--out", str(tmp_path / "run"), "--set", "train.seq_len=1024",
