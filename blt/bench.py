@@ -1,12 +1,12 @@
 """Benchmarks behind `blt bench`: every speed is reported next to a baseline measured in the same run.
 
-The ``model`` case times a BLT training step (forward + backward, no optimizer) on CPU in fp32 and under
+The ``model`` case times a BLT training step (forward + backward, no optimizer) in fp32 and under
 bf16 autocast, with a fixed random causal patching, and turns bytes/s into achieved FLOP/s with the
 training FLOPs per byte of `blt.flops`. The baseline is the matmul peak of this machine, measured in the
 same run: the best FLOP/s of large square matmuls in fp32 and in bf16. Results are plain dicts, ready
 for JSON; a new case is an entry of `CASES`.
 
-The ``patching`` case times entropy-model patching (entropies, then patch boundaries) in MB/s on CPU in
+The ``patching`` case times entropy-model patching (entropies, then patch boundaries) in MB/s in
 fp32 and bf16, for one row per call and for many, and turns it into achieved FLOP/s with the entropy
 model's forward FLOPs per byte; batched results also say how many times faster than batch 1 they are.
 
@@ -14,6 +14,10 @@ The ``training`` case times the same training step (forward + backward of the ne
 model and, with ``--against-hf``, of transformers' ``BltForCausalLM`` built from the same config with the
 same weights, bytes and patch lengths, interleaved step by step in one process, and reports the ratio,
 each one's fraction of the matmul peak and each one's peak tensor memory per step.
+
+These three cases and the matmul peaks run on the suite's ``device``: the CPU, or a CUDA GPU, where every
+timing waits for the GPU's queued work and the fraction of the measured bf16 matmul peak is the step's MFU.
+The CUDA path has not run on a GPU yet (no session has had one); the ``generation`` case stays on the CPU.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from blt.patching.patchers import (
 )
 from blt.tokenizer import BOS_ID, OFFSET
 from blt.train import PRECISIONS, autocast
+
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,7 @@ class Suite:
     against_hf: bool = False  # the training case also times transformers' BltForCausalLM (if installed)
     generation_new_bytes: tuple[int, ...] = ()  # lengths the generation case generates (`blt.bench_generation`)
     generation_calibration_bytes: int = 512  # greedy bytes the generation case calibrates its θ on
+    device: str = "cpu"  # where the model, patching and training cases and the matmul peaks run ("cuda", "cuda:N")
 
     def __post_init__(self):
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
@@ -214,9 +221,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, threads, versions, and the GPU if there is one."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a CUDA ``device`` (a no-op on the CPU), so that the clock sees it done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """What the numbers were measured on: CPU, threads, versions, the GPU if there is one, and the device the
+    cases ran on."""
     return {
+        "device": str(device or torch.device("cpu")),
         "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
@@ -229,17 +244,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, seed: int = 0) -> float:
-    """Best achieved FLOP/s of a ``size × size`` by ``size × size`` matmul in ``dtype`` on CPU (one warmup first)."""
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, seed: int = 0,
+                device: torch.device | str = "cpu") -> float:
+    """Best achieved FLOP/s of a ``size × size`` by ``size × size`` matmul in ``dtype`` on ``device`` (one
+    warmup first)."""
+    device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    a = torch.randn(size, size, generator=gen).to(dtype)
-    b = torch.randn(size, size, generator=gen).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
+    a = torch.randn(size, size, generator=gen).to(device, dtype)
+    b = torch.randn(size, size, generator=gen).to(device, dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
     torch.matmul(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         torch.matmul(a, b, out=out)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -262,12 +282,15 @@ def random_bytes(batch_size: int, seq_len: int, gen: torch.Generator) -> torch.T
     return ids
 
 
-def timed_calls(call: Callable[[], object], warmup: int, iterations: int) -> list[float]:
-    """Seconds of each of ``iterations`` calls, after ``warmup`` untimed ones."""
+def timed_calls(call: Callable[[], object], warmup: int, iterations: int,
+                device: torch.device = CPU) -> list[float]:
+    """Seconds of each of ``iterations`` calls, after ``warmup`` untimed ones (on a GPU, until its work is done)."""
     times = []
     for step in range(warmup + iterations):
+        synchronize(device)
         start = time.perf_counter()
         call()
+        synchronize(device)
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return times
@@ -292,10 +315,12 @@ def time_training_steps(
 ) -> list[float]:
     """Seconds of each timed forward + backward step (next-byte loss; gradients dropped after each step)."""
     model.train()
-    return timed_calls(lambda: training_step(model, lambda: model(ids, patch_lengths), ids, precision), warmup, iterations)
+    return timed_calls(lambda: training_step(model, lambda: model(ids, patch_lengths), ids, precision), warmup, iterations,
+                       ids.device)
 
 
-def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> list[dict[str, Any]]:
+def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0,
+                device: torch.device = CPU) -> list[dict[str, Any]]:
     """Time one model case under each precision (same weights, bytes and patches for all).
 
     Each result holds the timed step seconds, bytes/s of the median step, the training FLOPs per byte at
@@ -304,14 +329,15 @@ def bench_model(case: ModelCase, precisions: tuple[str, ...], seed: int = 0) -> 
     gen = torch.Generator().manual_seed(seed)
     ids = random_bytes(case.batch_size, case.seq_len, gen)
     patch_lengths = random_patch_lengths(case.batch_size, case.seq_len, case.mean_patch_size, gen)
-    model = ByteLatentTransformer(case.config).init_weights(seed)
+    model = ByteLatentTransformer(case.config).init_weights(seed).to(device)
     num_bytes = case.batch_size * case.seq_len
     patch_size = num_bytes / int((patch_lengths > 0).sum())  # bytes per global step actually run
     flops_per_byte = blt_flops(case.config, patch_size=patch_size, seq_len=case.seq_len).training
 
     results = []
     for precision in precisions:
-        times = time_training_steps(model, ids, patch_lengths, precision, case.warmup, case.iterations)
+        times = time_training_steps(model, ids.to(device), patch_lengths.to(device), precision, case.warmup,
+                                    case.iterations)
         results.append({
             "case": case.name,
             "precision": precision,
@@ -336,7 +362,7 @@ def run_model_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, A
     """The ``model`` case: every model of the suite under every precision of the suite."""
     results = []
     for case in suite.model_cases:
-        for result in bench_model(case, suite.precisions):
+        for result in bench_model(case, suite.precisions, device=torch.device(suite.device)):
             log(format_model_result(result))
             results.append(result)
     return results
@@ -349,7 +375,8 @@ def patch_bytes(model: EntropyModel, ids: torch.Tensor, threshold: float, precis
     return patch_lengths_from_entropies(entropies, threshold)
 
 
-def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 0) -> list[dict[str, Any]]:
+def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 0,
+                   device: torch.device = CPU) -> list[dict[str, Any]]:
     """Time one patching case under each precision (same weights and bytes for all).
 
     The model has random weights (speed does not depend on them). The threshold is the quantile of the
@@ -359,8 +386,8 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
     not the masked-out scores of chunked attention) and the achieved FLOP/s.
     """
     gen = torch.Generator().manual_seed(seed)
-    ids = random_bytes(case.batch_size, case.seq_len, gen)
-    model = EntropyModel(case.config).init_weights(seed).eval()
+    ids = random_bytes(case.batch_size, case.seq_len, gen).to(device)
+    model = EntropyModel(case.config).init_weights(seed).eval().to(device)
     entropies = model.entropies(ids, batch_size=case.batch_size)
     threshold = float(torch.quantile(entropies[:, 1:-1].flatten(), 1 - 1 / case.mean_patch_size))
     patch_size = mean_patch_size(patch_lengths_from_entropies(entropies, threshold))
@@ -369,7 +396,8 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
 
     results = []
     for precision in precisions:
-        times = timed_calls(functools.partial(patch_bytes, model, ids, threshold, precision), case.warmup, case.iterations)
+        times = timed_calls(functools.partial(patch_bytes, model, ids, threshold, precision), case.warmup, case.iterations,
+                            device)
         results.append({
             "case": case.name,
             "precision": precision,
@@ -400,7 +428,7 @@ def run_patching_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str
     model, row length and precision, when there is one."""
     results = []
     for case in suite.patching_cases:
-        for result in bench_patching(case, suite.precisions):
+        for result in bench_patching(case, suite.precisions, device=torch.device(suite.device)):
             log(format_patching_result(result))
             results.append(result)
     single = {(r["case"], r["seq_len"], r["precision"]): r["bytes_per_s"] for r in results if r["batch_size"] == 1}
@@ -440,24 +468,35 @@ def transformers_twin(model: ByteLatentTransformer) -> nn.Module | None:
 
 
 def training_step(model: nn.Module, forward: Callable[[], torch.Tensor], ids: torch.Tensor, precision: str) -> tuple[float, float]:
-    """One forward + backward of the next-byte loss of ``forward()``'s logits (gradients dropped after).
-    -> (seconds, loss)."""
+    """One forward + backward of the next-byte loss of ``forward()``'s logits (gradients dropped after), on the
+    device of ``ids``. -> (seconds, loss)."""
+    synchronize(ids.device)
     start = time.perf_counter()
-    with autocast("cpu", precision):
+    with autocast(ids.device.type, precision):
         loss = next_byte_loss(forward(), ids)
     loss.backward()
     model.zero_grad(set_to_none=True)
+    synchronize(ids.device)
     return time.perf_counter() - start, float(loss.detach())
 
 
-def peak_step_memory(step: Callable[[], object]) -> int:
-    """Peak bytes of CPU tensors allocated by one call of ``step`` and alive at the same time.
+def peak_step_memory(step: Callable[[], object], device: torch.device = CPU) -> int:
+    """Peak bytes of tensors allocated by one call of ``step`` and alive at the same time.
+
+    On a CUDA ``device``: the allocator's peak during the call above what was allocated before it.
 
     The running sum of every allocation and free that `torch.profiler` records (``profile_memory=True``)
     during the call, so tensors that existed before it (weights, inputs) do not count, and activations,
     gradients and temporaries do. It counts tensor bytes, not what the process's allocator or libraries
     hold besides.
     """
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     with _native_stderr_silenced(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                                            profile_memory=True) as prof:
         step()
@@ -473,7 +512,8 @@ def peak_step_memory(step: Callable[[], object]) -> int:
     return peak
 
 
-def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: bool, seed: int = 0) -> list[dict[str, Any]]:
+def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: bool, seed: int = 0,
+                   device: torch.device = CPU) -> list[dict[str, Any]]:
     """Time one training case under each precision: our model and, when ``against_hf`` and transformers is
     installed, its transformers twin (`transformers_twin`), one step of each in turn.
 
@@ -484,13 +524,14 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
     the timed steps of transformers' step time over ours, each pair measured back to back.
     """
     gen = torch.Generator().manual_seed(seed)
-    ids = random_bytes(case.batch_size, case.seq_len, gen)
-    patch_lengths = fixed_patch_lengths(case.batch_size, case.seq_len, case.patch_size)
+    ids = random_bytes(case.batch_size, case.seq_len, gen).to(device)
+    patch_lengths = fixed_patch_lengths(case.batch_size, case.seq_len, case.patch_size).to(device)
     model = ByteLatentTransformer(case.config).init_weights(seed).train()
+    twin = transformers_twin(model) if against_hf else None  # built from the weights while they are on the CPU
+    model.to(device)
     steps = {"blt": (model, lambda: model(ids, patch_lengths))}
-    twin = transformers_twin(model) if against_hf else None
     if twin is not None:
-        twin.train()
+        twin.to(device).train()
         steps["transformers"] = (twin, lambda: twin(input_ids=ids, patch_lengths=patch_lengths, use_cache=False).logits)
     missing = None if twin is not None else HF_MISSING if against_hf else HF_NOT_ASKED
     num_bytes = case.batch_size * case.seq_len
@@ -517,7 +558,7 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
             "training_flops_per_byte": flops_per_byte,
         }
         for name, (module, forward) in steps.items():
-            memory = peak_step_memory(functools.partial(training_step, module, forward, ids, precision))
+            memory = peak_step_memory(functools.partial(training_step, module, forward, ids, precision), device)
             result[name] = {
                 **throughput(times[name], num_bytes, flops_per_byte),
                 "peak_step_memory_bytes": memory,
@@ -554,7 +595,7 @@ def run_training_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str
     transformers when the suite says ``against_hf``."""
     results = []
     for case in suite.training_cases:
-        for result in bench_training(case, suite.precisions, suite.against_hf):
+        for result in bench_training(case, suite.precisions, suite.against_hf, device=torch.device(suite.device)):
             log(format_training_result(result))
             results.append(result)
     return results
@@ -569,7 +610,7 @@ class BenchCase:
 
 
 def run_generation_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The ``generation`` case: the cached engine against our full recompute and (with ``against_hf``)
+    """The ``generation`` case (on the CPU, whatever the suite's device): the cached engine against our full recompute and (with ``against_hf``)
     transformers' `BltForCausalLM.generate(use_cache=False)`, `tiny` sizes (see `blt.bench_generation`)."""
     from blt.bench_generation import bench_generation, format_row
 
@@ -599,8 +640,9 @@ CASES: dict[str, BenchCase] = {
 
 
 def measure_peaks(suite: Suite) -> dict[str, float]:
-    """Matmul peak FLOP/s per precision at the suite's size."""
-    return {name: matmul_peak(dtype, suite.peak_size, suite.peak_repeats) for name, dtype in PRECISIONS.items()}
+    """Matmul peak FLOP/s per precision at the suite's size, on the suite's device."""
+    return {name: matmul_peak(dtype, suite.peak_size, suite.peak_repeats, device=suite.device)
+            for name, dtype in PRECISIONS.items()}
 
 
 def run_benchmarks(
@@ -622,7 +664,7 @@ def run_benchmarks(
     say = log or (lambda line: None)
     start = time.perf_counter()
     with torch_threads(threads):
-        machine = machine_info()
+        machine = machine_info(torch.device(suite.device))
         before = measure_peaks(suite)
         results = {name: CASES[name].run(suite, say) for name in names}
         after = measure_peaks(suite)

@@ -84,12 +84,21 @@ def test_random_patching_is_causal_shaped_and_near_its_mean():
 
 def test_cli_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.SUITES, "quick", _micro_suite)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "bench" / "result.json"
     assert main(["bench", "model", "--threads", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "matmul peak" in printed and "bytes/s" in printed
     result = json.loads(out.read_text())
     assert result["suite"] == "micro" and len(result["model"]) == 2
+    assert result["machine"]["device"] == "cpu"  # auto, on a machine without a GPU
+
+
+def test_cli_refuses_a_missing_gpu_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "model", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "sees no CUDA GPU" in err and err.count("\n") == 1
 
 
 def test_cli_rejects_bad_threads_in_one_line(capsys):
