@@ -239,7 +239,8 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": (torch.cuda.get_device_name(device if device is not None and device.type == "cuda" else 0)
+                if torch.cuda.is_available() else None),
         "allocator": allocator.describe(),  # the same for ours and the baselines: it is process-wide
     }
 

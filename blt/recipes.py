@@ -5,6 +5,7 @@ All recipes use the one loop in `blt.train`; they differ only in the objective a
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from blt.data import (
     validation_batches,
 )
 from blt.errors import BLTError, ConfigError
+from blt.fileio import atomic_write_text
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective, EntropyModelObjective, TokenObjective
 from blt.patching.calibration import (
@@ -50,6 +52,7 @@ from blt.train import (
     TrainConfig,
     Trainer,
     TrainResult,
+    World,
     default_train_config,
     init_distributed,
     resolve_device,
@@ -116,6 +119,18 @@ def _check_seq_len(model_cfg: BLTConfig | EntropyModelConfig, tcfg: TrainConfig)
                           f"{model_cfg.max_seq_len}; raise it with --set max_seq_len={tcfg.seq_len}")
 
 
+def _resumed_train_config(opts: RunOptions, record: dict, world: World,
+                          model_cfg: BLTConfig | EntropyModelConfig | None = None) -> TrainConfig:
+    """The training config a resumed run recorded, with this call's changes (--steps, --precision, --set
+    train.*), which config.json then records, so that e.g. `blt eval` picks the precision training went on in."""
+    tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+    if model_cfg is not None:
+        _check_seq_len(model_cfg, tcfg)
+    if world.is_main and tcfg.to_dict() != record["train"]:
+        atomic_write_text(Path(opts.out) / "config.json", json.dumps({**record, "train": tcfg.to_dict()}, indent=2) + "\n")
+    return tcfg
+
+
 def train_entropy_model(opts: RunOptions) -> TrainResult:
     """Train (or resume) an entropy model into ``opts.out``, then plot the mean patch size it gives against
     the threshold on a validation sample (``patch_size_vs_threshold.png`` and ``.json`` in the run)."""
@@ -125,7 +140,7 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     if opts.resume:
         record = read_run_config(opts.out)
         cfg = EntropyModelConfig.from_dict(record["model"])
-        tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+        tcfg = _resumed_train_config(opts, record, world, cfg)
     else:
         cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
@@ -195,7 +210,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     if opts.resume:
         record = read_run_config(opts.out)
         cfg = BLTConfig.from_dict(record["model"])
-        tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+        tcfg = _resumed_train_config(opts, record, world, cfg)
         entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model", device=device).model if cfg.patching.uses_entropy_model else None
         if entropy_model is not None:
             stored = precomputed_entropies(data, entropy_model, main_log)
@@ -217,17 +232,20 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
             cfg = cfg.replace(patching=calibrated)
             main_log(f"patching: {cfg.patching.mode}, threshold {cfg.patching.threshold:.4f} nats -> mean patch size "
                      f"{size:.2f} bytes on {CALIBRATION_ROWS} training sequences spread over the split")
+        tokenizer = None
+        if cfg.patching.mode == "bpe":  # before the run directory is touched, on every process (none waits on it)
+            tokenizer = patching_tokenizer(data, cfg.patching, tokenizer_file, bpe_vocab_size, tcfg, main_log)
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             extra = {"train": tcfg.to_dict(), "data": str(opts.data)}
-            if cfg.patching.mode == "bpe":
-                tokenizer = patching_tokenizer(data, cfg.patching, tokenizer_file, bpe_vocab_size, tcfg, main_log)
+            if tokenizer is not None:
                 tokenizer.save(opts.out / TOKENIZER_FILE)
                 extra["patching_tokenizer"] = tokenizer.describe()
             write_run_config(opts.out, "blt", cfg, extra)
             if entropy_model is not None:
                 copy_entropy_model(entropy_run, opts.out)
         world.barrier()
+    # every process patches with the saved file, so all of them patch alike
     tokenizer = BPETokenizer.load(opts.out / TOKENIZER_FILE) if cfg.patching.mode == "bpe" else None
     model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed).to(device)
     objective = BLTObjective(model, Patcher(cfg.patching, entropy_model, tokenizer))
@@ -308,7 +326,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     if record["kind"] != "token_model":
         raise BLTError(f"{opts.out} is not a token-model run; resume it with the command that made it")
     cfg = TokenModelConfig.from_dict(record["model"])
-    tcfg = _train_config(opts, TrainConfig.from_dict(record["train"])) if opts.resume else TrainConfig.from_dict(record["train"])
+    tcfg = _resumed_train_config(opts, record, world) if opts.resume else TrainConfig.from_dict(record["train"])
     tok = tokenizer_from_record(record, opts.out)
     model = TokenLM(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(TokenObjective(model, tok), data, tcfg, opts.out, world=world, progress=opts.progress)

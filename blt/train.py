@@ -166,6 +166,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise BLTError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
     if not torch.cuda.is_available():
         raise BLTError(f"device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+    if match.group(1) is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise BLTError(f"device {name}: under torchrun each process takes GPU LOCAL_RANK; pass --device cuda (or "
+                       "auto), and choose the GPUs with CUDA_VISIBLE_DEVICES")
     index = int(match.group(1) if match.group(1) is not None else os.environ.get("LOCAL_RANK", "0"))
     if index >= torch.cuda.device_count():
         raise BLTError(f"device {name}: there is no GPU {index} (torch sees {torch.cuda.device_count()})")
@@ -183,16 +186,19 @@ class TrainResult:
     run_dir: Path
 
 
-def shard_model(model: nn.Module) -> None:
-    """FSDP2: shard every transformer block and cross-attention, then the rest of the model."""
+def shard_model(model: nn.Module, device: torch.device, world_size: int) -> None:
+    """FSDP2: shard every transformer block and cross-attention, then the rest of the model, over a mesh on
+    ``device``'s type (without one, FSDP would pick any GPU it finds, even for a CPU run)."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     from blt.model.layers import CrossAttention, TransformerBlock
 
+    mesh = init_device_mesh(device.type, (world_size,))
     for module in model.modules():
         if isinstance(module, (TransformerBlock, CrossAttention)):
-            fully_shard(module)
-    fully_shard(model)
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 @contextlib.contextmanager
@@ -250,7 +256,7 @@ class Trainer:
         self.wrapped = self.model
         self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
         if self.sharded:
-            shard_model(self.model)
+            shard_model(self.model, self.device, self.world.size)
         elif self.world.size > 1:
             on_gpu = self.device.type == "cuda"
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)

@@ -41,8 +41,9 @@ def test_freed_memory_is_reused_without_page_faults():
     kept_median, default_median = statistics.median(kept), statistics.median(default)
     # measured with 4 KiB pages: 16,384 faults per cycle (64 MB faulted in again) against 0 from the 2nd-4th
     # cycle on; transparent huge pages, where the kernel uses them for all memory, make the default ~512x smaller
+    # (~32 faults per cycle, hence the floor of 16)
     assert kept_median < 200, kept
-    assert default_median > 20 * max(kept_median, 1), (kept, default)
+    assert default_median >= 16 and default_median > 8 * kept_median, (kept, default)
 
 
 def test_blt_malloc_default_leaves_malloc_alone():

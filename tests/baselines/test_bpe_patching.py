@@ -58,6 +58,10 @@ def test_train_with_bpe_patching_keeps_its_tokenizer(text_data, bpe, tmp_path, c
     assert bytes(stream(run, b"def ", 6)) == expected
     assert main(["generate", str(out), "--prompt", "def ", "--max-bytes", "6", "--out", str(tmp_path / "g")]) == 0
     assert (tmp_path / "g").read_bytes() == expected
+    samples = blt.generate(run, [b"def ", b"x = "], 5, temperature=1.0, seed=3)  # several prompts: one at a time
+    assert samples == [bytes(stream(run, p, 5, temperature=1.0, seed=3 + i)) for i, p in enumerate([b"def ", b"x = "])]
+    assert main(["generate", str(out), "--prompt", "def ", "--max-bytes", "4", "--samples", "2",
+                 "--temperature", "1"]) == 0
 
     # Finetuning keeps the tokenizer with the weights.
     words = tmp_path / "words.txt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -53,6 +54,17 @@ def test_resume_continues_to_more_steps(runs, text_data):
                  "--steps", "6", "--quiet"]) == 0
     records = [json.loads(line) for line in (runs / "ent" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((runs / "ent" / "config.json").read_text())["train"]["steps"] == 6  # what it trained to
+
+
+def test_resume_in_bf16_is_recorded_and_evaluated_in_bf16(runs, text_data, tmp_path, capsys):
+    run = shutil.copytree(runs / "blt", tmp_path / "blt")
+    assert main(["train", "--data", str(text_data.path), "--out", str(run), "--resume", "--steps", "4",
+                 "--precision", "bf16", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--batches", "1"]) == 0
+    assert "(bf16)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -32,13 +32,18 @@ def test_cpu_and_auto_without_a_gpu(monkeypatch):
 
 def test_cuda_takes_the_local_rank_under_torchrun(fake_gpus, monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert resolve_device("auto") == torch.device("cuda", 0)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index wins
-    assert fake_gpus == [0, 1, 0]
+    assert fake_gpus[:3] == [0, 1, 0]
     with pytest.raises(BLTError, match="there is no GPU 2 \\(torch sees 2\\)"):
         resolve_device("cuda:2")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun, every process would take the same GPU
+    with pytest.raises(BLTError, match="each process takes GPU LOCAL_RANK; pass --device cuda"):
+        resolve_device("cuda:0")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
 
 
 def test_training_commands_refuse_a_missing_gpu_in_one_line(tmp_path, capsys, monkeypatch):
