@@ -319,6 +319,20 @@ def token_model_cost(cfg: TokenModelConfig, bytes_per_token: float, seq_len: int
     return ModelCost(name, flops, token_model_parameter_counts(cfg))
 
 
+def _measured_patch_size(run_dir: Path) -> float | None:
+    """Bytes per patch over all the training steps a run logged: the ratio of the summed counts of the
+    logging windows (``window_targets`` / ``window_patches``), or, for runs logged before those existed, the
+    mean of the logged ``mean_patch_size`` values."""
+    targets = patches = 0.0
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            targets += record.get("window_targets", 0.0)
+            patches += record.get("window_patches", 0.0)
+    return targets / patches if patches else _mean_metric(run_dir, "mean_patch_size")
+
+
 def _mean_metric(run_dir: Path, key: str) -> float | None:
     values = []
     path = run_dir / "metrics.jsonl"
@@ -334,7 +348,7 @@ def run_cost(run_dir: str | Path, bytes_per_step: float | None = None, seq_len: 
     """`ModelCost` of a run directory, from its config.json (no weights are read).
 
     ``seq_len`` defaults to the run's training sequence length in bytes. ``bytes_per_step`` defaults to
-    what the run measured: a BLT's mean patch size over its logged training steps (else its config's
+    what the run measured: a BLT's bytes per patch over its logged training steps (else its config's
     `default_patch_size`), a BPE model's validation bytes per token (config.json), 1 for the byte model.
     """
     run_dir = Path(run_dir)
@@ -345,7 +359,7 @@ def run_cost(run_dir: str | Path, bytes_per_step: float | None = None, seq_len: 
         entropy_dir = run_dir / ENTROPY_SUBDIR
         entropy_config = (EntropyModelConfig.from_dict(read_run_config(entropy_dir)["model"])
                           if (entropy_dir / "config.json").is_file() else None)
-        p = bytes_per_step or _mean_metric(run_dir, "mean_patch_size") or default_patch_size(cfg)
+        p = bytes_per_step or _measured_patch_size(run_dir) or default_patch_size(cfg)
         return blt_cost(cfg, p, T, entropy_config)
     if record["kind"] == "token_model":
         cfg = TokenModelConfig.from_dict(record["model"])

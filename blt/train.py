@@ -412,12 +412,13 @@ class Trainer:
         self.model.train()
         metrics_path = self.run_dir / "metrics.jsonl"
         bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress)
-        window_start, window_bytes = time.perf_counter(), 0
+        window_start, window_bytes, window_patches = time.perf_counter(), 0, 0.0
         last, val_bpb = {"loss": float("nan")}, None
         try:
             while self.step < cfg.steps:
                 last = self.train_step()
                 window_bytes += int(last["targets"])
+                window_patches += last.get("patches", 0.0)
                 if on_step is not None:
                     on_step(self.step)
                 done = self.step == cfg.steps
@@ -426,10 +427,11 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or done or evaluate:
                     elapsed = time.perf_counter() - window_start
                     last["bytes_per_s"] = window_bytes / max(elapsed, 1e-9)
-                    window_start, window_bytes = time.perf_counter(), 0
                     record = {"step": self.step, **{k: _round(v) for k, v in last.items()}}
-                    if "patches" in last:
-                        record["mean_patch_size"] = _round(last["targets"] / max(last["patches"], 1.0))
+                    if "patches" in last:  # over every step since the last record, not only this one
+                        record.update(window_targets=window_bytes, window_patches=window_patches,
+                                      mean_patch_size=_round(window_bytes / max(window_patches, 1.0)))
+                    window_start, window_bytes, window_patches = time.perf_counter(), 0, 0.0
                     if evaluate or done:
                         val_bpb = self.evaluate(cfg.eval_batches)
                         record["val_bpb"] = _round(val_bpb)

@@ -182,6 +182,33 @@ def test_every_validation_pass_is_recorded(text_data, tmp_path):
     assert [r["step"] for r in records if "val_bpb" in r] == [3, 6, 7]
 
 
+def test_patch_counts_cover_every_step_of_a_logging_window(text_data, tmp_path):
+    """mean_patch_size is over all steps since the previous record, and `run_cost` takes the ratio of sums."""
+    from blt.flops import run_cost
+    from blt.run import write_run_config
+
+    per_step: list[tuple[float, float]] = []
+    trainer = make_trainer(text_data, tmp_path / "run", steps=7, eval_every=0, log_every=3)
+    original = trainer.train_step
+
+    def recorded_step() -> dict:
+        out = original()
+        per_step.append((out["targets"], out["patches"]))
+        return out
+
+    trainer.train_step = recorded_step
+    trainer.fit()
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [3, 6, 7]
+    for record, window in zip(records, [per_step[0:3], per_step[3:6], per_step[6:7]]):
+        assert record["window_targets"] == sum(t for t, _ in window) and record["window_patches"] == sum(p for _, p in window)
+        assert record["mean_patch_size"] == pytest.approx(record["window_targets"] / record["window_patches"], rel=1e-3)
+    write_run_config(tmp_path / "run", "blt", micro_blt_config(), {"train": micro_train_config().to_dict()})
+    total = sum(t for t, _ in per_step) / sum(p for _, p in per_step)
+    assert run_cost(tmp_path / "run").bytes_per_step == pytest.approx(total)
+    assert len({round(t / p, 3) for t, p in per_step}) > 1  # the steps differ, so one step alone would not do
+
+
 def test_bf16_autocast_trains(text_data, tmp_path):
     trainer = make_trainer(text_data, tmp_path / "run", precision="bf16", steps=3, eval_every=0)
     result = trainer.fit()
