@@ -6,11 +6,12 @@ validation bytes, for as many steps as one training-FLOP budget buys:
 
     steps = round(budget / (training FLOPs per byte × bytes per step)),   bytes per step = batch × seq_len
 
-with the planned FLOPs per byte of `blt.flops`: BLT at its target patch size, the BPE model at the bytes
-per token its tokenizer gives on training sequences, the byte model at one byte per token. The entropy
-model is not charged to BLT's training (it is in its inference FLOPs). The report uses what each run
-measured instead: BLT's mean patch size over its training steps, the BPE model's validation bytes per
-token.
+with the planned FLOPs per byte of `blt.flops`: BLT at the bytes per patch of the very batches it will
+train on (its threshold calibrated to the target patch size as `blt train` does it, then the training
+batches patched in order: `_blt_steps`), the BPE model at the bytes per token its tokenizer gives on
+training sequences, the byte model at one byte per token. The entropy model is not charged to BLT's
+training (it is in its inference FLOPs). The report uses what each run measured instead: BLT's bytes per
+patch over its training steps (equal to the plan's), the BPE model's validation bytes per token.
 
 Output, in OUT: one run directory per member (``blt-p4.5``, ``blt-p6``, ``blt-p8``, ``bpe``, ``byte``),
 the BPE tokenizer shared by the plan (``tokenizer.json``), ``compare_plan.json``, ``compare.json``,
@@ -44,16 +45,24 @@ from blt.baselines.tokenization import (
     train_bpe,
 )
 from blt.checkpoint import latest_checkpoint
-from blt.config import BLTConfig
-from blt.data import PreparedData
+from blt.config import BLTConfig, PatchingConfig
+from blt.data import ByteBatchIterator, PreparedData
 from blt.errors import BLTError, ConfigError
 from blt.evaluate import evaluate_run
 from blt.fileio import atomic_path, atomic_write_text
 from blt.flops import ModelCost, blt_cost, format_flops, run_cost, token_model_cost
 from blt.patching.calibration import spread_sample
-from blt.recipes import CALIBRATION_ROWS, RunOptions, train_blt, train_token_model
+from blt.patching.patcher import Patcher
+from blt.recipes import (
+    CALIBRATION_ROWS,
+    RunOptions,
+    calibrate_on_training_data,
+    precomputed_entropies,
+    train_blt,
+    train_token_model,
+)
 from blt.run import load
-from blt.train import TrainConfig, default_train_config, read_metrics
+from blt.train import TrainConfig, count_targets, default_train_config, read_metrics
 
 DEFAULT_BUDGET = 3e13  # training FLOPs per member: about an hour for all five on 2 CPU cores (tiny)
 DEFAULT_PATCH_SIZES = (4.5, 6.0, 8.0)
@@ -102,6 +111,7 @@ class Member:
     patch_size: float | None = None  # BLT's target mean patch size
     steps: int = 0
     planned_training_flops_per_byte: float = 0.0
+    planned_patch_size: float | None = None  # BLT: bytes per patch of the very batches it will train on
 
 
 def member_names(patch_sizes: tuple[float, ...], baselines: tuple[str, ...]) -> list[tuple[str, str, float | None]]:
@@ -166,8 +176,11 @@ def plan(opts: CompareOptions, data: PreparedData, tcfg: TrainConfig, log=print)
     members = []
     for name, kind, p in member_names(tuple(opts.patch_sizes), tuple(opts.baselines)):
         if kind == "blt":
-            cost = blt_cost(blt_cfg, p, tcfg.seq_len)
-        elif kind == "bpe":
+            steps, size, cost = _blt_steps(blt_cfg, member_patching(blt_cfg, p), opts, data, tcfg, log)
+            log(f"compare: {name}: the {steps:,} training batches it will see patch to {size:.3f} bytes")
+            members.append(Member(name, kind, p, steps, cost.training, size))
+            continue
+        if kind == "bpe":
             tokenizer = _shared_tokenizer(opts, data, token_cfg, tcfg.seed, log)
             sample = spread_sample(data, "train", tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed)
             measured["train_bytes_per_token"], _ = measure_bytes_per_token(tokenizer, [sample])
@@ -178,6 +191,52 @@ def plan(opts: CompareOptions, data: PreparedData, tcfg: TrainConfig, log=print)
         steps = max(1, round(opts.budget / (cost.training * bytes_per_step)))
         members.append(Member(name, kind, p, steps, cost.training))
     return members, measured
+
+
+PLAN_ROUNDS = 8  # rounds of steps -> patch size of those steps' batches -> steps; it settles in two or three
+
+
+def member_patching(blt_cfg: BLTConfig, target_patch_size: float) -> PatchingConfig:
+    """A BLT member's patching: entropy patches calibrated to ``target_patch_size`` (as `_train_member` asks)."""
+    return PatchingConfig.from_dict({**blt_cfg.patching.to_dict(), **_member_patching_changes(target_patch_size)})
+
+
+def _member_patching_changes(target_patch_size: float) -> dict:
+    return {"mode": "entropy", "target_patch_size": target_patch_size, "threshold": None}
+
+
+def _blt_steps(blt_cfg: BLTConfig, patching: PatchingConfig, opts: CompareOptions, data: PreparedData,
+               tcfg: TrainConfig, log) -> tuple[int, float, ModelCost]:
+    """Steps for a BLT member such that the budget is spent at the bytes per patch of the batches those steps
+    train on, and that patch size. -> (steps, bytes per patch, cost).
+
+    The threshold is calibrated as `blt train` will calibrate it (same rows, same seed), then the training
+    batches (the same iterator, seed and order as the trainer's) are patched in order, as many as the steps
+    need: the calibration sample spreads over the whole split, but a short run sees only its first documents,
+    whose patches may be smaller or larger (on the stdlib corpus, a run of 159 steps calibrated to 4.5 bytes
+    saw 3.94). Steps and patch size are iterated to a fixed point."""
+    entropy_model = load(opts.entropy_model, expect="entropy_model").model
+    stored = precomputed_entropies(data, entropy_model, lambda message: None)
+    calibrated, _ = calibrate_on_training_data(patching, entropy_model, data, tcfg.seq_len, seed=tcfg.seed,
+                                               entropies=stored)
+    patcher = Patcher(calibrated, entropy_model)
+    batches = iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size, seed=tcfg.seed,
+                                     entropies=stored))
+    counts: list[tuple[int, int]] = []  # (byte targets, patches after BOS) of each batch, in training order
+    bytes_per_step = tcfg.batch_size * tcfg.seq_len
+    size, steps = float(patching.target_patch_size), 0
+    for _ in range(PLAN_ROUNDS):
+        cost = blt_cost(blt_cfg, size, tcfg.seq_len)
+        previous, steps = steps, max(1, round(opts.budget / (cost.training * bytes_per_step)))
+        while len(counts) < steps:
+            batch = next(batches)
+            ids, entropies = batch if stored is not None else (batch, None)
+            lengths = patcher(ids, entropies)
+            counts.append((count_targets(ids), int((lengths[:, 1:] > 0).sum())))
+        size = sum(t for t, _ in counts[:steps]) / max(1, sum(q for _, q in counts[:steps]))
+        if steps == previous:
+            break
+    return steps, size, blt_cost(blt_cfg, size, tcfg.seq_len)
 
 
 def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) -> str:
@@ -193,8 +252,7 @@ def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) ->
                           train_overrides=train_overrides, steps=member.steps, precision=opts.precision,
                           resume=resume, force=not resume, progress=opts.progress)
     if member.kind == "blt":
-        patching = {"mode": "entropy", "target_patch_size": member.patch_size, "threshold": None}
-        train_blt(run_opts, patching, opts.entropy_model, log=log)
+        train_blt(run_opts, _member_patching_changes(member.patch_size), opts.entropy_model, log=log)
     elif member.kind == "bpe":
         train_token_model(run_opts, "bpe", tokenizer_file=Path(opts.out) / TOKENIZER_FILE, log=log)
     else:
@@ -224,6 +282,7 @@ def _row(member: Member, cost: ModelCost, opts: CompareOptions, data: PreparedDa
         "train_flops_per_byte": cost.training,
         "inference_flops_per_byte": cost.inference,
         "planned_train_flops_per_byte": member.planned_training_flops_per_byte,
+        "planned_patch_size": member.planned_patch_size,
         "train_flops": steps * bytes_per_step * cost.training,
         "parameters": cost.parameters,
         "bytes_per_s": _bytes_per_second(records),

@@ -60,6 +60,9 @@ def test_every_member_trains_for_the_steps_its_budget_buys(compared):
         assert member["train_flops"] == pytest.approx(member["steps"] * BYTES_PER_STEP * member["train_flops_per_byte"])
         assert member["curve"] and member["curve"][-1]["step"] == member["steps"]
     blt2, blt3, bpe, byte = result["members"]
+    for member in (blt2, blt3):  # planned at the patch size of the batches it trained on, and so it ran
+        assert member["bytes_per_step_of_model"] == pytest.approx(member["planned_patch_size"])
+        assert member["train_flops_per_byte"] == pytest.approx(member["planned_train_flops_per_byte"])
     assert blt2["steps"] == 1 and bpe["steps"] > byte["steps"] > 1  # BPE tokens cover several bytes
     assert blt3["planned_train_flops_per_byte"] < blt2["planned_train_flops_per_byte"]  # bigger patches, cheaper bytes
     assert blt2["inference_flops_per_byte"] > blt2["train_flops_per_byte"] / 3  # + the entropy model
