@@ -61,6 +61,7 @@ def autocast(device_type: str, precision: str) -> torch.autocast:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
     return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
 
+
 @dataclass(frozen=True)
 class TrainConfig(_JsonConfig):
     """How to train; the model's own config says what to train."""
