@@ -54,9 +54,9 @@ def test_training_commands_refuse_a_missing_gpu_in_one_line(tmp_path, capsys, mo
         assert not (tmp_path / "run").exists()
 
 
-def test_eval_and_generate_take_a_device(tmp_path, capsys, monkeypatch):
+def test_eval_generate_and_finetune_take_a_device(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for command in (["eval"], ["generate", "--prompt", "x"]):
+    for command in (["eval"], ["generate", "--prompt", "x"], ["finetune", "--out", str(tmp_path / "tuned")]):
         assert main([*command, str(tmp_path), "--device", "cuda"]) == 2
         assert "sees no CUDA GPU" in capsys.readouterr().err
 
