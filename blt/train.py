@@ -268,6 +268,9 @@ class Trainer:
             rank=self.world.rank, world_size=self.world.size, entropies=entropies,
         )
         self.step = 0
+        # targets and patches since the last metrics record; kept in checkpoints, so that the records' sums
+        # cover every step also across an interruption between two records
+        self.window_counts = {"targets": 0.0, "patches": 0.0}
 
     # -- checkpoints --
     @property
@@ -305,7 +308,8 @@ class Trainer:
         if self.world.is_main:
             opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
             opt_tensors["rng.torch"] = torch.random.get_rng_state()
-            state = {"optimizer": opt_meta, "data": self.train_iter.state().to_dict(), "train_config": self.cfg.to_dict()}
+            state = {"optimizer": opt_meta, "data": self.train_iter.state().to_dict(), "train_config": self.cfg.to_dict(),
+                     "window_counts": dict(self.window_counts)}
             path = write_checkpoint(self.checkpoint_dir, self.step, model_state, opt_tensors, state,
                                     keep_last=self.cfg.keep_checkpoints)
         self.world.barrier()
@@ -320,6 +324,7 @@ class Trainer:
         self.load_full_state(ckpt.model, optimizer_from_tensors(ckpt.optimizer, ckpt.state["optimizer"]))
         torch.random.set_rng_state(rng)
         self.train_iter.load_state(type(self.train_iter.state()).from_dict(ckpt.state["data"]))
+        self.window_counts = {"targets": 0.0, "patches": 0.0, **ckpt.state.get("window_counts", {})}
         self.step = ckpt.step
         if self.world.is_main:  # records of steps after the checkpoint will be made again
             metrics = self.run_dir / "metrics.jsonl"
@@ -413,13 +418,14 @@ class Trainer:
         self.model.train()
         metrics_path = self.run_dir / "metrics.jsonl"
         bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress)
-        window_start, window_bytes, window_patches = time.perf_counter(), 0, 0.0
+        window_start, window_bytes = time.perf_counter(), 0
         last, val_bpb = {"loss": float("nan")}, None
         try:
             while self.step < cfg.steps:
                 last = self.train_step()
                 window_bytes += int(last["targets"])
-                window_patches += last.get("patches", 0.0)
+                self.window_counts["targets"] += last["targets"]
+                self.window_counts["patches"] += last.get("patches", 0.0)
                 if on_step is not None:
                     on_step(self.step)
                 done = self.step == cfg.steps
@@ -430,9 +436,11 @@ class Trainer:
                     last["bytes_per_s"] = window_bytes / max(elapsed, 1e-9)
                     record = {"step": self.step, **{k: _round(v) for k, v in last.items()}}
                     if "patches" in last:  # over every step since the last record, not only this one
-                        record.update(window_targets=window_bytes, window_patches=window_patches,
-                                      mean_patch_size=_round(window_bytes / max(window_patches, 1.0)))
-                    window_start, window_bytes, window_patches = time.perf_counter(), 0, 0.0
+                        targets, patches = self.window_counts["targets"], self.window_counts["patches"]
+                        record.update(window_targets=targets, window_patches=patches,
+                                      mean_patch_size=_round(targets / max(patches, 1.0)))
+                    self.window_counts = {"targets": 0.0, "patches": 0.0}
+                    window_start, window_bytes = time.perf_counter(), 0
                     if evaluate or done:
                         val_bpb = self.evaluate(cfg.eval_batches)
                         record["val_bpb"] = _round(val_bpb)

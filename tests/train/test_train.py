@@ -209,6 +209,22 @@ def test_patch_counts_cover_every_step_of_a_logging_window(text_data, tmp_path):
     assert len({round(t / p, 3) for t, p in per_step}) > 1  # the steps differ, so one step alone would not do
 
 
+def test_patch_counts_survive_an_interruption_between_two_records(text_data, tmp_path):
+    def interrupt(step):
+        if step == 5:  # records at 3 and 6: steps 4 and 5 are in no record yet
+            raise KeyboardInterrupt
+
+    settings = {"steps": 7, "eval_every": 0, "log_every": 3, "checkpoint_every": 0}
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(text_data, tmp_path / "run", **settings).fit(on_step=interrupt)
+    make_trainer(text_data, tmp_path / "run", **settings).fit(resume=True)
+    make_trainer(text_data, tmp_path / "full", **settings).fit()
+    resumed, full = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("run", "full"))
+    assert [r["step"] for r in resumed] == [r["step"] for r in full] == [3, 6, 7]
+    for key in ("window_targets", "window_patches"):
+        assert [r[key] for r in resumed] == [r[key] for r in full]
+
+
 def test_bf16_autocast_trains(text_data, tmp_path):
     trainer = make_trainer(text_data, tmp_path / "run", precision="bf16", steps=3, eval_every=0)
     result = trainer.fit()
