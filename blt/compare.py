@@ -37,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from blt.baselines.model import TokenModelConfig
 from blt.baselines.tokenization import (
     TOKENIZER_FILE,
@@ -174,9 +176,10 @@ def plan(opts: CompareOptions, data: PreparedData, tcfg: TrainConfig, log=print)
     bytes_per_step = tcfg.batch_size * tcfg.seq_len
     measured: dict[str, float] = {}
     members = []
+    batches = TrainingBatches(data, tcfg, opts.entropy_model) if opts.patch_sizes else None
     for name, kind, p in member_names(tuple(opts.patch_sizes), tuple(opts.baselines)):
         if kind == "blt":
-            steps, size, cost = _blt_steps(blt_cfg, member_patching(blt_cfg, p), opts, data, tcfg, log)
+            steps, size, cost = _blt_steps(blt_cfg, member_patching(blt_cfg, p), opts, data, tcfg, batches, log)
             log(f"compare: {name}: the {steps:,} training batches it will see patch to {size:.3f} bytes")
             members.append(Member(name, kind, p, steps, cost.training, size))
             continue
@@ -205,8 +208,28 @@ def _member_patching_changes(target_patch_size: float) -> dict:
     return {"mode": "entropy", "target_patch_size": target_patch_size, "threshold": None}
 
 
+class TrainingBatches:
+    """The training batches of a run, in the trainer's order, with their entropies: computed once by the
+    entropy model (or read from precomputed ones) and shared by the BLT members' plans."""
+
+    def __init__(self, data: PreparedData, tcfg: TrainConfig, entropy_model_run: Path):
+        self.entropy_model = load(entropy_model_run, expect="entropy_model").model
+        self.stored = precomputed_entropies(data, self.entropy_model, lambda message: None)
+        self._iterator = iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size,
+                                                seed=tcfg.seed, entropies=self.stored))
+        self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``i``: (ids, entropies), as the trainer's patcher gets them."""
+        while len(self._batches) <= i:
+            batch = next(self._iterator)
+            ids, entropies = batch if self.stored is not None else (batch, self.entropy_model.entropies(batch))
+            self._batches.append((ids, entropies.float()))
+        return self._batches[i]
+
+
 def _blt_steps(blt_cfg: BLTConfig, patching: PatchingConfig, opts: CompareOptions, data: PreparedData,
-               tcfg: TrainConfig, log) -> tuple[int, float, ModelCost]:
+               tcfg: TrainConfig, batches: TrainingBatches, log) -> tuple[int, float, ModelCost]:
     """Steps for a BLT member such that the budget is spent at the bytes per patch of the batches those steps
     train on, and that patch size. -> (steps, bytes per patch, cost).
 
@@ -215,13 +238,9 @@ def _blt_steps(blt_cfg: BLTConfig, patching: PatchingConfig, opts: CompareOption
     need: the calibration sample spreads over the whole split, but a short run sees only its first documents,
     whose patches may be smaller or larger (on the stdlib corpus, a run of 159 steps calibrated to 4.5 bytes
     saw 3.94). Steps and patch size are iterated to a fixed point."""
-    entropy_model = load(opts.entropy_model, expect="entropy_model").model
-    stored = precomputed_entropies(data, entropy_model, lambda message: None)
-    calibrated, _ = calibrate_on_training_data(patching, entropy_model, data, tcfg.seq_len, seed=tcfg.seed,
-                                               entropies=stored)
-    patcher = Patcher(calibrated, entropy_model)
-    batches = iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size, seed=tcfg.seed,
-                                     entropies=stored))
+    calibrated, _ = calibrate_on_training_data(patching, batches.entropy_model, data, tcfg.seq_len, seed=tcfg.seed,
+                                               entropies=batches.stored)
+    patcher = Patcher(calibrated, batches.entropy_model)
     counts: list[tuple[int, int]] = []  # (byte targets, patches after BOS) of each batch, in training order
     bytes_per_step = tcfg.batch_size * tcfg.seq_len
     size, steps = float(patching.target_patch_size), 0
@@ -229,13 +248,15 @@ def _blt_steps(blt_cfg: BLTConfig, patching: PatchingConfig, opts: CompareOption
         cost = blt_cost(blt_cfg, size, tcfg.seq_len)
         previous, steps = steps, max(1, round(opts.budget / (cost.training * bytes_per_step)))
         while len(counts) < steps:
-            batch = next(batches)
-            ids, entropies = batch if stored is not None else (batch, None)
+            ids, entropies = batches[len(counts)]
             lengths = patcher(ids, entropies)
             counts.append((count_targets(ids), int((lengths[:, 1:] > 0).sum())))
         size = sum(t for t, _ in counts[:steps]) / max(1, sum(q for _, q in counts[:steps]))
         if steps == previous:
             break
+    else:
+        log(f"compare: steps for patch size {patching.target_patch_size:g} did not settle in {PLAN_ROUNDS} rounds; "
+            f"the budget may be off by a step")
     return steps, size, blt_cost(blt_cfg, size, tcfg.seq_len)
 
 
@@ -300,7 +321,12 @@ def compare(opts: CompareOptions, log=print) -> dict:
     _prepare_out(opts)
     tcfg = default_train_config("blt", opts.preset).with_overrides(opts.train_overrides)
     bytes_per_step = tcfg.batch_size * tcfg.seq_len
-    members, measured = plan(opts, data, tcfg, log)
+    saved = json.loads((Path(opts.out) / PLAN_FILE).read_text())
+    if saved.get("members"):  # continuing: the runs in OUT were started from this plan (same settings)
+        members, measured = [Member(**m) for m in saved["members"]], saved.get("measured", {})
+        log(f"compare: continuing the plan in {Path(opts.out) / PLAN_FILE}")
+    else:
+        members, measured = plan(opts, data, tcfg, log)
     plan_record = {"settings": opts.settings(), "bytes_per_step": bytes_per_step, "measured": measured,
                    "members": [asdict(m) for m in members]}
     atomic_write_text(Path(opts.out) / PLAN_FILE, json.dumps(plan_record, indent=2) + "\n")

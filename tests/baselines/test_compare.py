@@ -86,7 +86,11 @@ def test_running_again_skips_finished_members_and_resumes_the_rest(compared, tex
     opts = CompareOptions(data=text_data.path, out=compared, entropy_model=entropy_run, budget=_budget(),
                           patch_sizes=(2.0, 3.0), vocab_size=400, evals=2, progress=False,
                           blt_overrides=MICRO_BLT_SET, token_overrides=MICRO_TOKEN_SET, train_overrides=MICRO_TRAIN_SET)
+    plan = (compared / "compare_plan.json").read_text()
     compare(opts, log=logs.append)
+    assert any("continuing the plan" in line for line in logs)  # not planned again (no calibration either)
+    assert not any("training batches it will see" in line for line in logs)
+    assert (compared / "compare_plan.json").read_text() == plan
     assert any("blt-p2 finished before" in line for line in logs) and any("bpe resumed" in line for line in logs)
     assert (compared / "bpe" / "model.safetensors").is_file()
     assert {name: (compared / name / "metrics.jsonl").read_text() for name in metrics} == metrics
