@@ -41,6 +41,7 @@ from blt.patching import (
 from blt.patching.calibration import calibration_sample, patch_size_curves
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
+from blt.train import resolve_device
 from blt.viz import (
     PLOT_BYTES,
     format_stats,
@@ -243,15 +244,8 @@ def use_color(choice: str) -> bool:
 
 
 def choose_device(args: argparse.Namespace) -> torch.device:
-    """--device, else cuda when available, else cpu."""
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise BLTError(f"--device {args.device!r} is not a device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BLTError("--device cuda: this machine has no CUDA device (or this torch was built without CUDA)")
-    return device
+    """--device (`blt.train.resolve_device`: cpu, cuda, cuda:N), else a GPU when torch sees one, else the CPU."""
+    return resolve_device(args.device or "auto")
 
 
 def precompute(args: argparse.Namespace) -> int:

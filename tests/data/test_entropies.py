@@ -299,7 +299,7 @@ def test_the_command_precomputes_then_reuses(capsys, data, model, entropy_run):
     ("with --threshold", "--threshold does not go with --data"),
     ("zero batch size", "--batch-size must be at least 1, got 0"),
     ("batch size without --data", "--batch-size and --device are for --data DIR"),
-    ("bad device", "--device 'nowhere' is not a device"),
+    ("bad device", "device must be auto, cpu, cuda or cuda:N, not 'nowhere'"),
 ])
 def test_bad_input_is_one_clear_line(capsys, data, entropy_run, tmp_path, case, message):
     (tmp_path / "blt_run").mkdir()
