@@ -5,6 +5,9 @@ and ``state.json`` (step, data position, optimizer hyper-parameters, and the siz
 tensor file). It is written under a temporary name and renamed into place, so a crash mid-write leaves
 either the previous checkpoints or the new complete one, never a half one under a trusted name.
 Loading verifies sizes and checksums and never unpickles anything.
+
+A run's final weights (``model.safetensors``) have their size and sha256 in ``checksums.json`` beside them,
+checked when the run is loaded.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from blt.errors import CheckpointError
-from blt.fileio import atomic_path, atomic_write_text, fsync_dir
+from blt.fileio import atomic_path, atomic_write_text, fsync_dir, temporary_sibling
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"  # a run's final weights
+CHECKSUMS_FILE = "checksums.json"  # beside them: {file name: {"bytes": n, "sha256": hex}}
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -52,6 +57,92 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone (nothing is allocated). A
+    header that lies about its length or about where its tensors lie is a `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+# --- final weights with a checksum beside them ----------------------------------------------------
+
+def record_checksum(path: Path) -> None:
+    """Record ``path``'s size and sha256 in the ``checksums.json`` of its folder (atomically)."""
+    path = Path(path)
+    _write_checksum(path.parent, path.name, path.stat().st_size, sha256_of(path))
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Final weights: a safetensors file whose sha256 is recorded in ``checksums.json`` before the file takes
+    its name, so that weights under that name always have a record (a kill in between leaves a record that
+    the old file, if any, fails: `weights_verified` tells, and the run writes them again)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _write_checksum(path.parent, path.name, tmp.stat().st_size, sha256_of(tmp))
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def verify_weights(path: Path) -> bool:
+    """Check ``path`` against its record in ``checksums.json``: True when it matches, False when it has no
+    record (weights written before records were kept, or by another program); a `CheckpointError` when it
+    differs (corrupt, or truncated)."""
+    path = Path(path)
+    meta = _read_checksums(path.parent).get(path.name)
+    if meta is None:
+        return False
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing (its checksum is recorded in {path.parent / CHECKSUMS_FILE})")
+    size = path.stat().st_size
+    if size != meta.get("bytes"):
+        raise CheckpointError(f"{path} has {size} bytes, but {meta.get('bytes')} are recorded (truncated?); "
+                              "train it again, or use a checkpoint")
+    if sha256_of(path) != meta.get("sha256"):
+        raise CheckpointError(f"{path} fails its sha256 check (corrupt); train it again, or use a checkpoint")
+    return True
+
+
+def weights_verified(path: Path) -> bool:
+    """Whether ``path`` exists and matches its recorded checksum."""
+    try:
+        return Path(path).is_file() and verify_weights(path)
+    except CheckpointError:
+        return False
+
+
+def _write_checksum(folder: Path, name: str, size: int, sha256: str) -> None:
+    record = _read_checksums(folder)
+    record[name] = {"bytes": size, "sha256": sha256}
+    atomic_write_text(Path(folder) / CHECKSUMS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _read_checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    path = Path(folder) / CHECKSUMS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or not all(isinstance(v, dict) for v in record.values()):
+        raise CheckpointError(f"{path} is not a checksum record (corrupt?); remove it to load the weights unchecked")
+    return record
 
 
 # --- optimizer state as flat tensors + JSON ------------------------------------------------------

@@ -6,6 +6,8 @@ All recipes use the one loop in `blt.train`; they differ only in the objective a
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +25,14 @@ from blt.baselines.tokenization import (
     tokenizer_from_record,
     train_bpe,
 )
+from blt.checkpoint import CHECKSUMS_FILE
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.data import (
     PrecomputedEntropies,
     PreparedData,
     validation_batches,
 )
-from blt.errors import BLTError, ConfigError
+from blt.errors import BLTError, ConfigError, DataError
 from blt.fileio import atomic_write_text
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective, EntropyModelObjective, TokenObjective
@@ -44,6 +47,7 @@ from blt.patching.patcher import Patcher, calibrate_patching
 from blt.run import (
     ENTROPY_SUBDIR,
     copy_entropy_model,
+    expected_shapes,
     load,
     read_run_config,
     write_run_config,
@@ -84,20 +88,50 @@ class RunOptions:
     device: str = "auto"  # cpu, cuda, cuda:N, or auto (a GPU when torch sees one); `blt.train.resolve_device`
 
 
+# What a training command writes into a run directory before its config.json, which comes last: a folder of
+# these alone is a setup that was interrupted, and --force may start it again.
+SETUP_FILES = frozenset({TOKENIZER_FILE, ENTROPY_SUBDIR, f".{ENTROPY_SUBDIR}.tmp", "data", "char_words.json",
+                         CHECKSUMS_FILE})
+
+
+def _interrupted_setup(out: Path) -> bool:
+    return all(e.name in SETUP_FILES or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in out.iterdir())
+
+
 def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     """Refuse to clobber a run unless asked; never delete a folder that isn't a run."""
     out = Path(out)
     if resume:
         if not (out / "config.json").is_file():
+            if out.is_dir() and any(out.iterdir()) and _interrupted_setup(out):
+                raise BLTError(f"--resume: the setup of {out} was interrupted before its config.json was written, "
+                               "so there is nothing to resume; start it again with --force")
             raise BLTError(f"--resume: {out} is not a run directory (no config.json)")
         return
+    if out.exists() and not out.is_dir():
+        raise BLTError(f"{out} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise BLTError(f"{out} already exists; pass --resume to continue it or --force to start over")
-        if not (out / "config.json").is_file():
+        if not (out / "config.json").is_file() and not _interrupted_setup(out):
             raise BLTError(f"--force: {out} is not empty and not a run directory; refusing to delete it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def check_fits_in_memory(kind: str, model_config, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a model whose fp32 weights, gradients and AdamW moments alone
+    exceed the memory of ``device`` (e.g. a width typed with one digit too many)."""
+    shapes = expected_shapes(kind, model_config.to_dict())
+    params = sum(math.prod(shape) for shape in shapes.values())
+    needed = 16 * params  # 4 bytes each for the weights, their gradients and two AdamW moments
+    if device.type == "cuda":
+        available, where = torch.cuda.get_device_properties(device).total_memory, f"GPU {device.index}"
+    else:
+        available, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+    if needed > available:
+        raise ConfigError(f"the model has {params:,} parameters, {needed / 2**30:,.1f} GiB with their gradients and "
+                          f"AdamW state: more than the {available / 2**30:,.1f} GiB of {where}; choose smaller widths")
 
 
 def _train_config(opts: RunOptions, base: TrainConfig) -> TrainConfig:
@@ -145,6 +179,7 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
         cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
         _check_seq_len(cfg, tcfg)
+        check_fits_in_memory("entropy_model", cfg, device)
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             write_run_config(opts.out, "entropy_model", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
@@ -152,7 +187,8 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     model = EntropyModel(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(EntropyModelObjective(model), data, tcfg, opts.out, world=world, progress=opts.progress)
     result = trainer.fit(resume=opts.resume)
-    if world.is_main:  # the saved weights, whole even when training sharded them
+    curve_written = (opts.out / PATCH_SIZE_CURVE_FILE).is_file()
+    if world.is_main and not (result.already_complete and curve_written):  # the saved weights, whole even when sharded
         device = next(model.parameters()).device
         trained = load(opts.out, expect="entropy_model", device=device).model
         sample, split = calibration_sample(data, tcfg.seq_len, CALIBRATION_ROWS, seed=tcfg.seed)
@@ -168,6 +204,29 @@ def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=p
     are none or they can't be used (unfinished, stale, corrupt): patches are then placed by running the
     entropy model during training. Logs which."""
     return PrecomputedEntropies.find_usable(data, entropy_model, log, "computed during training")
+
+
+ENTROPIES_RECORD = "precomputed_entropies"  # in a BLT run's config.json: the key of those it patches by, or null
+
+
+def entropies_of_resumed_run(data: PreparedData, entropy_model: EntropyModel, record: dict,
+                             log=print) -> PrecomputedEntropies | None:
+    """The entropies a resumed BLT run patches by: the precomputed ones it started with, or none when it ran
+    its entropy model during training, whatever has been precomputed since (either way, its patches stay
+    what they were). Runs that recorded nothing take what is there, as they did when they started."""
+    if ENTROPIES_RECORD not in record:
+        return precomputed_entropies(data, entropy_model, log)
+    key = record[ENTROPIES_RECORD]
+    if key is None:
+        log("entropies: computed during training, as since the run started")
+        return None
+    try:
+        stored = PrecomputedEntropies.open(data, str(key))
+    except DataError as err:
+        raise DataError(f"this run patches by the entropies precomputed in {data.path} ({key}), which can't be "
+                        f"used now: {err}") from None
+    log(f"entropies: precomputed in {stored.path}, as since the run started")
+    return stored
 
 
 def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyModel, data: PreparedData,
@@ -213,12 +272,13 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         tcfg = _resumed_train_config(opts, record, world, cfg)
         entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model", device=device).model if cfg.patching.uses_entropy_model else None
         if entropy_model is not None:
-            stored = precomputed_entropies(data, entropy_model, main_log)
+            stored = entropies_of_resumed_run(data, entropy_model, record, main_log)
     else:
         cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
         _check_seq_len(cfg, tcfg)
+        check_fits_in_memory("blt", cfg, device)
         if tokenizer_file is not None and cfg.patching.mode != "bpe":
             raise ConfigError(f"--tokenizer is for --patching bpe; this run patches by {cfg.patching.mode}")
         entropy_model = None
@@ -238,12 +298,13 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             extra = {"train": tcfg.to_dict(), "data": str(opts.data)}
+            if entropy_model is not None:  # which entropies it patches by, so that a resume patches alike
+                extra[ENTROPIES_RECORD] = stored.key if stored is not None else None
+                copy_entropy_model(entropy_run, opts.out)
             if tokenizer is not None:
                 tokenizer.save(opts.out / TOKENIZER_FILE)
                 extra["patching_tokenizer"] = tokenizer.describe()
-            write_run_config(opts.out, "blt", cfg, extra)
-            if entropy_model is not None:
-                copy_entropy_model(entropy_run, opts.out)
+            write_run_config(opts.out, "blt", cfg, extra)  # last: without it, the setup was interrupted
         world.barrier()
     # every process patches with the saved file, so all of them patch alike
     tokenizer = BPETokenizer.load(opts.out / TOKENIZER_FILE) if cfg.patching.mode == "bpe" else None
@@ -299,6 +360,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
         if any(o.split("=", 1)[0].strip() == "vocab_size" for o in opts.model_overrides):
             raise ConfigError("set the vocabulary with --vocab-size (BPE), not --set vocab_size")
         base = TokenModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
+        check_fits_in_memory("token_model", base, device)
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
         if vocab_size is not None and tokenizer_file is not None:
             raise ConfigError("pass --vocab-size to learn a BPE, or --tokenizer to use one, not both")

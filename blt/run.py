@@ -26,7 +26,15 @@ from blt.baselines.tokenization import (
     BPETokenizer,
     tokenizer_from_record,
 )
-from blt.checkpoint import latest_checkpoint, load_tensors
+from blt.checkpoint import (
+    WEIGHTS_FILE,
+    list_checkpoints,
+    load_tensors,
+    record_checksum,
+    tensor_shapes,
+    verify_checkpoint,
+    verify_weights,
+)
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import CheckpointError, ConfigError
 from blt.fileio import atomic_write_text
@@ -80,59 +88,94 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a blt run directory (no config.json)")
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if record.get("kind") not in RUN_KINDS:
+    if not isinstance(record, dict) or record.get("kind") not in RUN_KINDS:
         raise CheckpointError(f"{path} does not describe a blt, entropy-model or token-model run")
+    if not isinstance(record.get("model"), dict):
+        raise CheckpointError(f"{path} holds no model config (\"model\" must be a JSON object)")
+    for key in ("train", "tokenizer", "patching_tokenizer", "finetune"):
+        if key in record and not isinstance(record[key], dict):
+            raise CheckpointError(f"{path}: \"{key}\" must be a JSON object")
     return record
 
 
-def build_model(kind: RunKind, model_config: dict[str, Any]) -> tuple[nn.Module, Any]:
-    if kind == "blt":
-        cfg = BLTConfig.from_dict(model_config)
-        return ByteLatentTransformer(cfg), cfg
-    if kind == "token_model":
-        cfg = TokenModelConfig.from_dict(model_config)
-        return TokenLM(cfg), cfg
-    cfg = EntropyModelConfig.from_dict(model_config)
-    return EntropyModel(cfg), cfg
+_CONFIG_CLASSES = {"blt": BLTConfig, "token_model": TokenModelConfig, "entropy_model": EntropyModelConfig}
+_MODEL_CLASSES = {"blt": ByteLatentTransformer, "token_model": TokenLM, "entropy_model": EntropyModel}
 
 
-def load_weights(model: nn.Module, run_dir: Path, prefer_final: bool = True) -> str:
-    """Load the final weights, or the newest valid checkpoint's; returns where they came from."""
-    final = Path(run_dir) / "model.safetensors"
-    if prefer_final and final.is_file():
-        tensors, source = load_tensors(final), str(final)
-    else:
-        ckpt = latest_checkpoint(Path(run_dir) / "checkpoints")
-        if ckpt is None:
-            raise CheckpointError(f"{run_dir} has no model.safetensors and no valid checkpoint: has it trained yet?")
-        tensors, source = ckpt.model, str(ckpt.path)
-    expected = model.state_dict()
-    missing, unknown = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+def build_model(kind: RunKind, model_config: dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """The model a run's config describes (weights not loaded), and its config. On the "meta" device nothing is
+    allocated: its shapes are what a run's weights must have."""
+    cfg = _CONFIG_CLASSES[kind].from_dict(model_config)
+    with torch.device(device):
+        return _MODEL_CLASSES[kind](cfg), cfg
+
+
+def expected_shapes(kind: RunKind, model_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor a model of this config has, found without allocating it."""
+    model, _ = build_model(kind, model_config, device="meta")
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_shapes(stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: str,
+                 config: Path) -> None:
+    """A one-line `CheckpointError` saying how the weights in ``source`` differ from what ``config`` describes."""
+    missing, unknown = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or unknown:
-        raise CheckpointError(f"{source} does not match its config: missing {missing[:3]}, unknown {unknown[:3]}")
-    for name, t in tensors.items():
-        if t.shape != expected[name].shape:
-            raise CheckpointError(f"{source}: {name} has shape {tuple(t.shape)}, config expects {tuple(expected[name].shape)}")
-    model.load_state_dict(tensors, strict=True)
-    return source
+        raise CheckpointError(f"{source} does not match {config}: missing {missing[:3]}, unknown {unknown[:3]}")
+    for name, shape in stored.items():
+        if shape != expected[name]:
+            raise CheckpointError(f"{source} does not match {config}: {name} has shape {shape} in the weights, "
+                                  f"the config gives {expected[name]}")
 
 
-def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch.device = "cpu") -> Run:
+def read_weights(run_dir: Path, expected: dict[str, tuple[int, ...]], prefer_final: bool = True,
+                 verify: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+    """The final weights of a run, or its newest valid checkpoint's, checked against ``expected`` shapes from
+    the file's header before anything is read, and (``verify``) against their recorded sha256. Returns the
+    tensors and where they came from."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.json"
+    final = run_dir / WEIGHTS_FILE
+    if prefer_final and final.is_file():
+        check_shapes(tensor_shapes(final), expected, str(final), config)
+        if verify:
+            verify_weights(final)
+        return load_tensors(final), str(final)
+    errors = []
+    for path in reversed(list_checkpoints(run_dir / "checkpoints")):
+        try:
+            if verify:
+                verify_checkpoint(path)
+            weights = path / WEIGHTS_FILE
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        check_shapes(tensor_shapes(weights), expected, str(weights), config)
+        return load_tensors(weights), str(path)
+    why = f" ({errors[0]})" if errors else ""
+    raise CheckpointError(f"{run_dir} has no {WEIGHTS_FILE} and no valid checkpoint{why}: has it trained yet?")
+
+
+def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch.device = "cpu",
+         verify: bool = True) -> Run:
     """Load a run directory written by `blt train`, `blt train-entropy` or `blt train-baseline` (models in
-    eval mode)."""
+    eval mode). Its config is checked against the weights' shapes before the model is built, and the weights
+    against their recorded sha256 (``verify=False`` skips that hash, for huge files)."""
     run_dir = Path(run_dir)
     record = read_run_config(run_dir)
     kind = record["kind"]
     if expect is not None and kind != expect:
         raise CheckpointError(f"{run_dir} is {KIND_NAMES[kind]}, but {KIND_NAMES[expect]} is needed here")
+    tensors, source = read_weights(run_dir, expected_shapes(kind, record["model"]), verify=verify)
     model, cfg = build_model(kind, record["model"])
-    source = load_weights(model, run_dir)
+    model.load_state_dict(tensors, strict=True)
+    del tensors
     entropy_model = None
     if kind == "blt" and (run_dir / ENTROPY_SUBDIR).is_dir():
-        entropy_model = load(run_dir / ENTROPY_SUBDIR, expect="entropy_model", device=device).model
+        entropy_model = load(run_dir / ENTROPY_SUBDIR, expect="entropy_model", device=device, verify=verify).model
     elif kind == "entropy_model":
         entropy_model = model
     tokenizer = None
@@ -158,9 +201,10 @@ def copy_entropy_model(source_run: Path, run_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy2(source_run / "config.json", tmp / "config.json")
-    weights = source_run / "model.safetensors"
+    weights = source_run / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{source_run} has no final model.safetensors; finish its training first")
-    shutil.copy2(weights, tmp / "model.safetensors")
+        raise CheckpointError(f"{source_run} has no final {WEIGHTS_FILE}; finish its training first")
+    shutil.copy2(weights, tmp / WEIGHTS_FILE)
+    record_checksum(tmp / WEIGHTS_FILE)  # verified by the load above
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

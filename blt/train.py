@@ -3,8 +3,9 @@ differs is an `Objective` (the model and how a batch of ids becomes a loss).
 
 Recipe: AdamW β = (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices, linear warmup then cosine to
 10% of the peak LR, grad clip 1.0, optional bf16 autocast (CPU and CUDA), gradient accumulation.
-Reliability: checkpoints every N steps (atomic; see `blt.checkpoint`), resume = never stopping
-(bit-identical on CPU), a non-finite loss stops the run before it touches the weights, Ctrl-C saves.
+Reliability: checkpoints every N steps and every few minutes (atomic; see `blt.checkpoint`), resume =
+never stopping (bit-identical on CPU), a non-finite loss stops the run before it touches the weights,
+Ctrl-C saves, and resuming a finished run changes nothing.
 Distributed: under ``torchrun`` the same code uses DDP; the global batch is split over ranks and the
 loss is normalised by the *global* number of targets, so N processes follow 1 process's curve.
 """
@@ -28,10 +29,11 @@ import torch.distributed as dist
 from torch import nn
 
 from blt.checkpoint import (
+    WEIGHTS_FILE,
     latest_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
-    save_tensors,
+    save_weights,
     write_checkpoint,
 )
 from blt.config import ConfigError, _JsonConfig, _require
@@ -41,11 +43,12 @@ from blt.data import (
     PreparedData,
     validation_batches,
 )
-from blt.errors import BLTError
+from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_path, atomic_write_text
 from blt.model.byte_latent import byte_loss_mask
 
 LN2 = math.log(2.0)
+METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingError(BLTError):
@@ -83,6 +86,7 @@ class TrainConfig(_JsonConfig):
     eval_every: int = 200  # steps between validation passes (0 = only at the end)
     eval_batches: int = 16  # validation batches per pass
     checkpoint_every: int = 200  # steps between checkpoints (0 = only at the end)
+    checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last (0 = never)
     keep_checkpoints: int = 3  # newest checkpoints kept
     log_every: int = 10  # steps between log lines / metrics records
     seed: int = 0  # model init, data order
@@ -95,6 +99,11 @@ class TrainConfig(_JsonConfig):
         _require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, not {self.precision!r}")
         _require(self.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, not {self.parallel!r}")
         _require(self.keep_checkpoints >= 1 and self.log_every >= 1, "keep_checkpoints and log_every must be >= 1")
+        _require(self.eval_every >= 0 and self.eval_batches >= 1 and self.checkpoint_every >= 0,
+                 "train.eval_every and checkpoint_every must be >= 0 and eval_batches >= 1")
+        _require(math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
+                 f"train.checkpoint_minutes must be a number of minutes >= 0 (0 = no timed checkpoints), "
+                 f"not {self.checkpoint_minutes}")
 
     def lr_at(self, step: int) -> float:
         """Linear warmup to ``lr`` then cosine to ``min_lr_ratio * lr`` at the last step."""
@@ -185,6 +194,13 @@ class TrainResult:
     train_loss: float
     val_bpb: float | None
     run_dir: Path
+    already_complete: bool = False  # a resumed run that had trained all its steps before: nothing was done
+
+    def summary(self, what: str) -> str:
+        """One line for the end of a training command, e.g. ``BLT: 400 steps, validation 2.488 bits/byte``."""
+        val = f", validation {self.val_bpb:.3f} bits/byte" if self.val_bpb is not None else ""
+        done = "already complete at " if self.already_complete else ""
+        return f"{what}: {done}{self.step} steps{val} -> {self.run_dir}"
 
 
 def shard_model(model: nn.Module, device: torch.device, world_size: int) -> None:
@@ -267,6 +283,8 @@ class Trainer:
             data, "train", seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
             rank=self.world.rank, world_size=self.world.size, entropies=entropies,
         )
+        validation_batches(data, cfg.seq_len, cfg.batch_size, world_size=self.world.size, rank=self.world.rank,
+                           entropies=entropies)  # checks the validation split now, not after the training steps
         self.step = 0
         # targets and patches since the last metrics record; kept in checkpoints, so that the records' sums
         # cover every step also across an interruption between two records
@@ -316,9 +334,18 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load the newest valid checkpoint of this run; False if there is none."""
+        """Load the newest valid checkpoint of this run; False if there is none. The run then starts over with
+        a new metrics file, after saying so; a run with final weights but no checkpoint is refused instead
+        (starting over would overwrite them)."""
         ckpt = latest_checkpoint(self.checkpoint_dir, on_skip=lambda err: self.log(f"skipping checkpoint: {err}"))
         if ckpt is None:
+            if (self.run_dir / WEIGHTS_FILE).is_file():
+                raise CheckpointError(f"--resume: {self.run_dir} has final weights but no usable checkpoint in "
+                                      f"{self.checkpoint_dir}; pass --force instead to train it again from scratch")
+            self.log(f"--resume: no usable checkpoint in {self.checkpoint_dir}; starting from step 0 with a new "
+                     "metrics.jsonl")
+            if self.world.is_main:
+                keep_metrics_through(self.run_dir / METRICS_FILE, -1)
             return False
         rng = ckpt.optimizer.pop("rng.torch")
         self.load_full_state(ckpt.model, optimizer_from_tensors(ckpt.optimizer, ckpt.state["optimizer"]))
@@ -327,9 +354,7 @@ class Trainer:
         self.window_counts = {"targets": 0.0, "patches": 0.0, **ckpt.state.get("window_counts", {})}
         self.step = ckpt.step
         if self.world.is_main:  # records of steps after the checkpoint will be made again
-            metrics = self.run_dir / "metrics.jsonl"
-            kept = [r for r in read_metrics(metrics) if r["step"] <= self.step]
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+            keep_metrics_through(self.run_dir / METRICS_FILE, self.step)
         self.log(f"resumed from {ckpt.path} (step {self.step})")
         return True
 
@@ -415,10 +440,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
+        if self.step >= cfg.steps:
+            return self._already_complete()
         self.model.train()
-        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics_path = self.run_dir / METRICS_FILE
         bar = _progress(total=cfg.steps, initial=self.step, enabled=self.progress)
         window_start, window_bytes = time.perf_counter(), 0
+        last_saved = time.monotonic()
         last, val_bpb = {"loss": float("nan")}, None
         try:
             while self.step < cfg.steps:
@@ -445,24 +473,47 @@ class Trainer:
                         val_bpb = self.evaluate(cfg.eval_batches)
                         record["val_bpb"] = _round(val_bpb)
                     if self.world.is_main:
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
+                        append_metrics(metrics_path, record)
                     bar.set_postfix_str(_postfix(record), refresh=False)
                 bar.update(1)
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or done:
+                due = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0
+                if not (due or done) and cfg.checkpoint_minutes:  # a kill never loses more than this much work
+                    due = self._all_agree(time.monotonic() - last_saved >= 60 * cfg.checkpoint_minutes)
+                if due or done:
                     self.save_checkpoint()
+                    last_saved = time.monotonic()
         except KeyboardInterrupt:
             bar.close()
             path = self.save_checkpoint()
             self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
             raise
         bar.close()
+        self._save_final_weights()
+        return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)
+
+    def _all_agree(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on any (all of them then checkpoint together)."""
+        if self.world.size == 1:
+            return flag
+        return self.world.all_sum([float(flag)])[0] > 0
+
+    def _save_final_weights(self) -> None:
         model_state, _ = self.full_state()
         if self.world.is_main:
-            save_tensors(self.run_dir / "model.safetensors", model_state)
-            plot_metrics(metrics_path, self.run_dir / "loss.png")
+            save_weights(self.run_dir / WEIGHTS_FILE, model_state)
+            plot_metrics(self.run_dir / METRICS_FILE, self.run_dir / "loss.png")
         self.world.barrier()
-        return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)
+
+    def _already_complete(self) -> TrainResult:
+        """A resumed run that trained all its steps before: left as it was (its final weights are written only
+        when a kill came between its last checkpoint and them)."""
+        if not (self.run_dir / WEIGHTS_FILE).is_file():
+            self.log(f"step {self.step} was the last; writing the final weights")
+            self._save_final_weights()
+        records = read_metrics(self.run_dir / METRICS_FILE)
+        validated = [r["val_bpb"] for r in records if "val_bpb" in r]
+        return TrainResult(step=self.step, train_loss=records[-1]["loss"] if records else float("nan"),
+                           val_bpb=validated[-1] if validated else None, run_dir=self.run_dir, already_complete=True)
 
 
 def _round(v: float) -> float:
@@ -486,10 +537,42 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``. A last line cut short (a run killed while appending it) is left
+    out; any other line that is not a JSON record with a step is a `CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        elif number < len(lines):  # not the unfinished last line
+            raise CheckpointError(f"{path} line {number} is not a metrics record (corrupt?); remove that line")
+    return records
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    """One record as one line at the end of ``metrics.jsonl`` (a kill in the middle leaves a partial last line,
+    which `read_metrics` leaves out and a resume removes)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_metrics_through(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` (atomically, and only when that changes it) to its records up to ``step``."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    text = "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= step)
+    if path.read_bytes() != text.encode():
+        atomic_write_text(path, text)
 
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
@@ -516,10 +599,6 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(out_png)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def default_train_config(kind: str, preset: str) -> TrainConfig:

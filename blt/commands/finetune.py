@@ -48,6 +48,5 @@ def run(args: argparse.Namespace) -> int:
     )
     result = finetune(opts)
     if init_distributed().is_main:
-        val = f", validation {result.val_bpb:.3f} bits/byte" if result.val_bpb is not None else ""
-        print(f"finetuned {args.run}: {result.step} steps{val} -> {args.out}")
+        print(result.summary(f"finetuned {args.run}"))
     return 0

@@ -17,7 +17,7 @@ from blt.train import resolve_device
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="BLT run directory (from `blt train`)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text (UTF-8)")
+    src.add_argument("--prompt", help="prompt text (UTF-8; bytes that are not UTF-8 are passed on as they are)")
     src.add_argument("--prompt-file", type=Path, help="file whose raw bytes are the prompt")
     p.add_argument("--max-bytes", type=int, default=200, help="bytes to generate at most (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -29,8 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw N samples at once (batched; sample i uses seed + i); needs --temperature > 0")
     p.add_argument("--out", type=Path, help="write the generated raw bytes to this file")
     add_device_argument(p)
+    p.add_argument("--no-verify", action="store_true", help="skip checking the weights' sha256 (for huge files)")
     p.add_argument("--full-recompute", action="store_true",
                    help="use the reference path (a full forward per byte) instead of the cached engine")
+
+
+def command_line_bytes(text: str) -> bytes:
+    """The bytes typed on the command line: Python hands bytes that are not UTF-8 over as surrogate escapes."""
+    return text.encode("utf-8", errors="surrogateescape")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
         raise BLTError("--samples > 1 with greedy decoding gives N identical outputs; pass --temperature > 0")
     if args.samples > 1 and (args.out is not None or args.full_recompute):
         raise BLTError("--samples > 1 prints the samples; it can't be combined with --out or --full-recompute")
-    run_ = load(args.run, expect="blt", device=resolve_device(args.device))
-    prompt = args.prompt.encode() if args.prompt is not None else args.prompt_file.read_bytes()
+    run_ = load(args.run, expect="blt", device=resolve_device(args.device), verify=not args.no_verify)
+    prompt = command_line_bytes(args.prompt) if args.prompt is not None else args.prompt_file.read_bytes()
+    stops = [command_line_bytes(s) for s in args.stop]
     if args.samples > 1:
         samples = generate(run_, [prompt] * args.samples, args.max_bytes, args.temperature, args.top_k, args.top_p,
-                           args.seed, [s.encode() for s in args.stop])
+                           args.seed, stops)
         for i, sample in enumerate(samples):
             print(f"--- sample {i + 1} of {len(samples)} ---")
             print(sample.decode("utf-8", errors="replace"))
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = bytearray()
     for byte in stream(run_, prompt, args.max_bytes, args.temperature, args.top_k, args.top_p, args.seed,
-                       [s.encode() for s in args.stop], full_recompute=args.full_recompute):
+                       stops, full_recompute=args.full_recompute):
         out.append(byte)
         if args.out is None:
             sys.stdout.write(decoder.decode(bytes([byte])))

@@ -49,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     result = train_blt(run_options(args), patching_changes(args), args.entropy_model, tokenizer_file=args.tokenizer,
                        bpe_vocab_size=args.vocab_size)
     if init_distributed().is_main:
-        print(f"BLT: {result.step} steps, validation {result.val_bpb:.3f} bits/byte -> {args.out}")
+        print(result.summary("BLT"))
     return 0

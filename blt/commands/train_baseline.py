@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     result = train_token_model(run_options(args), tokenizer=args.kind, vocab_size=args.vocab_size,
                                tokenizer_file=args.tokenizer, bpe_train_bytes=args.bpe_train_bytes)
     if init_distributed().is_main:
-        print(f"{args.kind} baseline: {result.step} steps, validation {result.val_bpb:.3f} bits/byte -> {args.out}")
+        print(result.summary(f"{args.kind} baseline"))
     return 0

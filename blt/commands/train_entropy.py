@@ -18,5 +18,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = train_entropy_model(run_options(args))
     if init_distributed().is_main:
-        print(f"entropy model: {result.step} steps, validation {result.val_bpb:.3f} bits/byte -> {args.out}")
+        print(result.summary("entropy model"))
     return 0

@@ -287,10 +287,18 @@ def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, spl
 
     The last row is padded with PAD_ID and rows after it are ``[BOS, PAD, ...]``, so every rank gets the
     same number of full-shape batches; `blt.model.next_byte_loss` ignores PAD (and BOS) targets.
+
+    The split, shapes and entropies are checked here, before the first batch is asked for: a trainer
+    calls this before its first step.
     """
     _check_shape(seq_len, batch_size, world_size, rank)
     documents = _nonempty_split(data, split)
     packer = _Packer(documents, seq_len, None, _split_entropies(data, split, entropies))
+    return _validation_pass(packer, seq_len, batch_size, world_size, rank)
+
+
+def _validation_pass(packer: _Packer, seq_len: int, batch_size: int, world_size: int, rank: int,
+                     ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     while not packer.exhausted:
         ids, row_entropies = _new_batch(batch_size // world_size, seq_len, packer.entropies is not None)
         for row in range(batch_size):

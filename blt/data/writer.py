@@ -47,13 +47,32 @@ DEFAULT_SHARD_BYTES = 256 * 2**20
 DEFAULT_VAL_FRACTION = 0.01
 
 
+def _split_score(name: bytes, seed: int) -> float:
+    """Where a name falls in [0, 1) for the split: a hash of the name and the seed."""
+    digest = hashlib.sha256(f"{seed}\0".encode() + name).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
+
+
 def assign_split(name: bytes, seed: int, val_fraction: float) -> str:
     """``"val"`` for a fraction ``val_fraction`` of names, else ``"train"``; depends only on (name, seed).
 
-    A document's split never changes when other documents are added or removed.
+    A document's split never changes when other documents are added or removed (but see `assign_splits`).
     """
-    digest = hashlib.sha256(f"{seed}\0".encode() + name).digest()
-    return "val" if int.from_bytes(digest[:8], "little") < val_fraction * 2**64 else "train"
+    return "val" if _split_score(name, seed) < val_fraction else "train"
+
+
+def assign_splits(names: Sequence[bytes], seed: int, val_fraction: float) -> list[str]:
+    """`assign_split` of every name, except that of two or more documents each split gets at least one when
+    ``val_fraction`` > 0: the name that hashes nearest to the other split moves there. (Training checks its
+    validation split before step 1; a split left empty by chance is found here instead.)"""
+    splits = [assign_split(name, seed, val_fraction) for name in names]
+    if len(names) >= 2 and val_fraction > 0:
+        scores = [_split_score(name, seed) for name in names]
+        if "val" not in splits:
+            splits[min(range(len(names)), key=scores.__getitem__)] = "val"
+        elif "train" not in splits:
+            splits[max(range(len(names)), key=scores.__getitem__)] = "train"
+    return splits
 
 
 def prepare(
@@ -181,9 +200,9 @@ def _write(scan: Scan, out: Path, source_names: tuple[str, ...], args: dict, pro
     entries: list[DocumentEntry] = []
     bar = tqdm(total=scan.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="prepare",
                disable=not progress, dynamic_ncols=True)
+    assigned = assign_splits([doc.name for doc in scan.documents], seed, val_fraction)
     try:
-        for row, doc in enumerate(scan.documents):
-            split = assign_split(doc.name, seed, val_fraction)
+        for row, (doc, split) in enumerate(zip(scan.documents, assigned)):
             writer = writers[split]
             shard, offset = writer.start_document(doc.size)
             digest, size = hashlib.sha256(), 0

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blt.checkpoint import WEIGHTS_FILE, latest_checkpoint
 from blt.data import PreparedData, prepare
 from blt.errors import BLTError
 from blt.evaluate.char_tasks import (
@@ -97,10 +98,16 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
         record = read_run_config(out)
         if "finetune" not in record:
             raise BLTError(f"--resume: {out} is not a finetuning run (from `blt finetune`)")
-        init = load(record["finetune"]["init"], device=device)
+        # the run's own copy of the model (its checkpoints' weights), so that the pretrained run may be gone
+        has_weights = (out / WEIGHTS_FILE).is_file() or latest_checkpoint(out / "checkpoints") is not None
+        init = load(out if has_weights else record["finetune"]["init"], device=device)
         tcfg = TrainConfig.from_dict(record["train"])
-        if opts.steps is not None:
+        if opts.steps is not None and opts.steps != tcfg.steps:
+            if opts.steps < 1:
+                raise BLTError("--steps must be >= 1")
             tcfg = tcfg.replace(steps=opts.steps)
+            if world.is_main:
+                write_run_config(out, init.kind, init.config, {**record, "train": tcfg.to_dict()})
     else:
         init = load(opts.init, device=device)
         if Path(opts.init).resolve() == out.resolve():
@@ -131,7 +138,6 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
                 tokenizer_file = Path(opts.init) / init.info[key].get("file", TOKENIZER_FILE)
                 if tokenizer_file.is_file():
                     shutil.copy2(tokenizer_file, out / tokenizer_file.name)
-            write_run_config(out, init.kind, init.config, record)  # first: a failed setup can be redone with --force
             with tempfile.TemporaryDirectory() as tmp:
                 # document names start with the source directory's own name, and they decide the split: a fixed
                 # name keeps the split the same from run to run (the temporary directory's is random)
@@ -148,6 +154,7 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
             save_split(out / WORDS_FILE, split, source)
             if init.kind == "blt" and (Path(opts.init) / ENTROPY_SUBDIR).is_dir():
                 copy_entropy_model(Path(opts.init) / ENTROPY_SUBDIR, out)
+            write_run_config(out, init.kind, init.config, record)  # last: without it, the setup was interrupted
         world.barrier()
         log(f"finetuning {opts.init} on {len(docs)} task examples about {len(split.train)} train words "
             f"({len(split.held_out)} held out; words: {source})")

@@ -4,6 +4,7 @@ entropy model when they exist (without running that model) and falls back to the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from blt.config import PatchingConfig
+from blt.errors import DataError
 from blt.data import (
     ByteBatchIterator,
     PrecomputedEntropies,
@@ -132,7 +134,13 @@ def test_train_blt_uses_precomputed_entropies_when_they_exist(data, entropy_mode
         assert any(line.startswith("patching: entropy, threshold") for line in logs)
         logs.clear()
         resumed = train(data, tmp_path / "precomputed", entropy_run, logs, steps=3, resume=True)  # the run's copy
-        assert f"entropies: precomputed in {report.path}" in logs and resumed.step == 3
+        assert f"entropies: precomputed in {report.path}, as since the run started" in logs and resumed.step == 3
+
+    # the run started before the entropies were precomputed goes on computing them, so its patches stay the same
+    logs.clear()
+    resumed = train(data, tmp_path / "on_the_fly", entropy_run, logs, steps=3, resume=True)
+    assert "entropies: computed during training, as since the run started" in logs and resumed.step == 3
+    assert json.loads((tmp_path / "on_the_fly" / "config.json").read_text())["precomputed_entropies"] is None
 
     part = min(report.path.glob("train-*.f16"))
     part.write_bytes(bytes(part.stat().st_size))
@@ -140,3 +148,6 @@ def test_train_blt_uses_precomputed_entropies_when_they_exist(data, entropy_mode
     assert precomputed_entropies(data, entropy_model, log=logs.append) is None
     assert len(logs) == 1 and logs[0].startswith("entropies: computed during training, since precomputed entropies: ")
     assert "is corrupt" in logs[0]
+    # a run that patches by them refuses to go on with entropies it would patch differently by
+    with pytest.raises(DataError, match="this run patches by the entropies precomputed in .* can't be used now"):
+        train(data, tmp_path / "precomputed", entropy_run, logs, steps=4, resume=True)
