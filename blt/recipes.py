@@ -28,6 +28,7 @@ from blt.baselines.tokenization import (
 from blt.checkpoint import CHECKSUMS_FILE
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.data import (
+    ByteBatchIterator,
     PrecomputedEntropies,
     PreparedData,
     validation_batches,
@@ -119,6 +120,13 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def check_training_data(data: PreparedData, tcfg: TrainConfig) -> None:
+    """The splits a run reads hold enough for its shapes (a `DataError` saying what to change otherwise):
+    checked before any work, not when the first validation pass comes."""
+    ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size, seed=tcfg.seed)
+    validation_batches(data, tcfg.seq_len, tcfg.batch_size)
+
+
 def check_fits_in_memory(kind: str, model_config, device: torch.device) -> None:
     """Refuse, before anything is allocated, a model whose fp32 weights, gradients and AdamW moments alone
     exceed the memory of ``device`` (e.g. a width typed with one digit too many)."""
@@ -172,13 +180,16 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     world = init_distributed(device)
     data = PreparedData.open(opts.data)
     if opts.resume:
+        prepare_run_dir(opts.out, resume=True, force=False)
         record = read_run_config(opts.out)
         cfg = EntropyModelConfig.from_dict(record["model"])
         tcfg = _resumed_train_config(opts, record, world, cfg)
+        check_training_data(data, tcfg)
     else:
         cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
         _check_seq_len(cfg, tcfg)
+        check_training_data(data, tcfg)
         check_fits_in_memory("entropy_model", cfg, device)
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
@@ -267,9 +278,11 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     data = PreparedData.open(opts.data)
     stored = None
     if opts.resume:
+        prepare_run_dir(opts.out, resume=True, force=False)
         record = read_run_config(opts.out)
         cfg = BLTConfig.from_dict(record["model"])
         tcfg = _resumed_train_config(opts, record, world, cfg)
+        check_training_data(data, tcfg)
         entropy_model = load(opts.out / ENTROPY_SUBDIR, expect="entropy_model", device=device).model if cfg.patching.uses_entropy_model else None
         if entropy_model is not None:
             stored = entropies_of_resumed_run(data, entropy_model, record, main_log)
@@ -278,6 +291,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
         _check_seq_len(cfg, tcfg)
+        check_training_data(data, tcfg)
         check_fits_in_memory("blt", cfg, device)
         if tokenizer_file is not None and cfg.patching.mode != "bpe":
             raise ConfigError(f"--tokenizer is for --patching bpe; this run patches by {cfg.patching.mode}")
@@ -352,7 +366,9 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     world = init_distributed(device)
     main_log = log if world.is_main else (lambda message: None)
     data = PreparedData.open(opts.data)
-    if not opts.resume:
+    if opts.resume:
+        prepare_run_dir(opts.out, resume=True, force=False)
+    else:
         if tokenizer not in TOKENIZER_KINDS:
             raise ConfigError(f"tokenizer must be one of {list(TOKENIZER_KINDS)}, not {tokenizer!r}")
         if tokenizer == "byte" and (vocab_size is not None or tokenizer_file is not None):
@@ -362,6 +378,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
         base = TokenModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         check_fits_in_memory("token_model", base, device)
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        check_training_data(data, tcfg)
         if vocab_size is not None and tokenizer_file is not None:
             raise ConfigError("pass --vocab-size to learn a BPE, or --tokenizer to use one, not both")
         size = vocab_size or base.vocab_size
@@ -388,7 +405,11 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     if record["kind"] != "token_model":
         raise BLTError(f"{opts.out} is not a token-model run; resume it with the command that made it")
     cfg = TokenModelConfig.from_dict(record["model"])
-    tcfg = _resumed_train_config(opts, record, world) if opts.resume else TrainConfig.from_dict(record["train"])
+    if opts.resume:
+        tcfg = _resumed_train_config(opts, record, world)
+        check_training_data(data, tcfg)
+    else:
+        tcfg = TrainConfig.from_dict(record["train"])
     tok = tokenizer_from_record(record, opts.out)
     model = TokenLM(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(TokenObjective(model, tok), data, tcfg, opts.out, world=world, progress=opts.progress)

@@ -31,6 +31,7 @@ from blt.data.writer import (
     DEFAULT_SHARD_BYTES,
     DEFAULT_VAL_FRACTION,
     assign_split,
+    assign_splits,
     prepare,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "SplitEntropies",
     "SplitStats",
     "assign_split",
+    "assign_splits",
     "byte_summary",
     "default_corpus_documents",
     "entropy_model_key",

@@ -95,6 +95,7 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
     world = init_distributed(device)
     out = Path(opts.out)
     if opts.resume:
+        prepare_run_dir(out, resume=True, force=False)
         record = read_run_config(out)
         if "finetune" not in record:
             raise BLTError(f"--resume: {out} is not a finetuning run (from `blt finetune`)")

@@ -1,0 +1,213 @@
+"""No run is ever lost: each training command resumes a finished run without changing it, says when it has
+nothing to resume from, checkpoints on a timer, checks its data before the first step, and a run's final
+weights are checked (shape and sha256) before they are used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from blt.checkpoint import CHECKSUMS_FILE, list_checkpoints
+from blt.cli import main
+from blt.data import PreparedData, assign_splits, prepare
+from blt.errors import CheckpointError
+from blt.train import keep_metrics_through, read_metrics
+from tests.evaluate.conftest import pseudo_words
+from tests.train.conftest import synthetic_documents
+from tests.train.test_cli import BLT_SET, ENTROPY_SET, TRAIN_SET, sets
+from tests.train.test_train import make_trainer
+
+TOKEN_SET = ["dim=64", "n_layers=1", "n_heads=2"]
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Relative file name -> sha256 of every file under ``path``."""
+    return {str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def command(kind: str, data: Path, out: Path, root: Path) -> list[str]:
+    """The argv of a two-step training run of ``kind`` into ``out``."""
+    common = ["--data", str(data), "--out", str(out), "--steps", "2", "--quiet"]
+    if kind == "train-entropy":
+        return ["train-entropy", *common, *sets(ENTROPY_SET + TRAIN_SET)]
+    if kind == "train":
+        return ["train", *common, "--entropy-model", str(root / "ent"), "--target-patch-size", "3",
+                *sets(BLT_SET + TRAIN_SET)]
+    if kind == "train-baseline":
+        return ["train-baseline", "--kind", "bpe", "--vocab-size", "300", *common, *sets(TOKEN_SET + TRAIN_SET)]
+    return ["finetune", str(root / "ent"), "--out", str(out), "--steps", "2", "--examples", "20", "--quiet",
+            "--words", str(root / "words.txt"), "--set", "train.batch_size=4", "--set", "train.seq_len=64", "--set", "train.eval_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def root(text_data, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reliability")
+    (root / "words.txt").write_text("\n".join(pseudo_words()) + "\n")
+    assert main(command("train-entropy", text_data.path, root / "ent", root)) == 0
+    return root
+
+
+@pytest.mark.parametrize("kind", ["train-entropy", "train", "train-baseline", "finetune"])
+def test_resuming_a_finished_run_changes_nothing(kind, text_data, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = command(kind, text_data.path, out, root)
+    assert main(argv) == 0
+    before = tree(out)
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "already complete at 2 steps" in printed and "validation" in printed, printed
+    assert tree(out) == before
+    # raising --steps continues it
+    more = [a if a != "2" else "3" for a in argv] + ["--resume"]
+    assert main(more) == 0
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")][-1] == 3
+
+
+def test_a_kill_after_the_last_checkpoint_is_finished_by_a_resume(text_data, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = command("train", text_data.path, out, root)
+    assert main(argv) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").unlink()  # killed between the final checkpoint and the final weights
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert main(["eval", str(out), "--batches", "1"]) == 0
+
+
+def test_resume_without_a_checkpoint_says_so_and_starts_clean(text_data, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = command("train-entropy", text_data.path, out, root)
+    assert main(argv) == 0
+    shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 2  # it has final weights: starting over would overwrite them
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has final weights but no usable checkpoint" in err and "--force" in err
+    (out / "model.safetensors").unlink()  # a run killed before its first checkpoint
+    assert main(argv + ["--resume"]) == 0
+    assert "no usable checkpoint" in capsys.readouterr().err
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]  # not appended to the old ones
+
+
+def test_an_interrupted_setup_is_started_again_with_force(text_data, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = command("train", text_data.path, out, root)
+    assert main(argv) == 0
+    for name in ("config.json", "checkpoints", "metrics.jsonl", "loss.png", "model.safetensors", "checksums.json"):
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()  # a setup killed before
+    assert sorted(p.name for p in out.iterdir()) == ["entropy_model"]  # its config.json, which comes last
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "setup of" in err and "was interrupted" in err and "--force" in err
+    assert main(argv + ["--force"]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(command("train", text_data.path, tmp_path / "other", root) + ["--force"]) == 2
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_timed_checkpoints(text_data, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 61))  # each reading of the clock is 61 s after the one before
+    monkeypatch.setattr("blt.train.time.monotonic", lambda: float(next(clock)))
+    trainer = make_trainer(text_data, tmp_path / "timed", checkpoint_every=0, checkpoint_minutes=2.0, steps=8)
+    trainer.fit()
+    # the timer starts when fit does; a step reads it once, a checkpoint once more: 2 minutes pass every other step
+    assert [int(p.name[5:]) for p in list_checkpoints(tmp_path / "timed" / "checkpoints")] == [2, 4, 6, 8]
+    untimed = make_trainer(text_data, tmp_path / "untimed", checkpoint_every=0, checkpoint_minutes=0.0, steps=8)
+    untimed.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "untimed" / "checkpoints")] == ["step_00000008"]
+
+
+def test_prepare_gives_validation_a_document_whenever_it_can(tmp_path):
+    names = [f"doc{i}".encode() for i in range(3)]
+    assert "val" in assign_splits(names, 0, 0.01) and "train" in assign_splits(names, 0, 0.99)
+    assert assign_splits(names, 0, 0.0) == ["train"] * 3 and assign_splits(names[:1], 0, 0.5) in (["train"], ["val"])
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in synthetic_documents(5, seed=1).items():
+        (corpus / name).write_bytes(text)
+    manifest = prepare([str(corpus)], tmp_path / "prepared", val_fraction=0.01, progress=False)
+    assert manifest.splits["val"].documents == 1 and manifest.splits["train"].documents == 4
+
+
+def test_training_checks_the_validation_split_before_step_1(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in synthetic_documents(20, seed=2).items():
+        (corpus / name).write_bytes(text)
+    prepare([str(corpus)], tmp_path / "prepared", val_fraction=0.0, progress=False)
+    out = tmp_path / "ent"
+    argv = ["train-entropy", "--data", str(tmp_path / "prepared"), "--out", str(out), "--steps", "2", "--quiet",
+            *sets(ENTROPY_SET + TRAIN_SET)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "split 'val'" in err and "has no documents" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # refused before the run directory was made
+
+
+def test_generate_takes_the_bytes_typed_on_the_command_line(text_data, root, tmp_path):
+    out = tmp_path / "g.bin"
+    prompt, stop = "caf\udce9 ", "\udcff"  # how Python hands over b"caf\xe9 " and b"\xff" from argv
+    blt = tmp_path / "blt"
+    assert main(command("train", text_data.path, blt, root)) == 0
+    assert main(["generate", str(blt), "--prompt", prompt, "--stop", stop, "--max-bytes", "4", "--out", str(out)]) == 0
+    assert len(out.read_bytes()) <= 4
+
+
+def test_a_config_that_does_not_match_its_weights_is_refused_before_building(root, tmp_path, capsys, monkeypatch):
+    run = shutil.copytree(root / "ent", tmp_path / "ent")
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["dim"] = 65536
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("blt.run.EntropyModel", None)  # building it for real would fail differently
+    capsys.readouterr()
+    assert main(["eval", str(run), "--batches", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not match" in err and "65536" in err, err
+
+
+def test_final_weights_carry_a_checked_sha256(root, tmp_path, capsys):
+    run = shutil.copytree(root / "ent", tmp_path / "ent")
+    record = json.loads((run / CHECKSUMS_FILE).read_text())["model.safetensors"]
+    assert record["bytes"] == (run / "model.safetensors").stat().st_size
+    weights = bytearray((run / "model.safetensors").read_bytes())
+    weights[-3] ^= 0x10  # one flipped bit in the last tensor's data
+    (run / "model.safetensors").write_bytes(bytes(weights))
+    capsys.readouterr()
+    assert main(["eval", str(run), "--batches", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fails its sha256 check" in err
+
+
+def test_a_partial_last_metrics_line_is_read_and_removed_by_a_resume(text_data, tmp_path):
+    trainer = make_trainer(text_data, tmp_path / "run", steps=4)
+    trainer.fit()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    complete = metrics.read_text()
+    with open(metrics, "a") as f:
+        f.write('{"step": 5, "loss": 2.3')  # killed while appending
+    assert [r["step"] for r in read_metrics(metrics)] == [1, 2, 3, 4]
+    keep_metrics_through(metrics, 4)
+    assert metrics.read_text() == complete
+    metrics.write_text(complete.replace('{"step": 2', 'garbage {"step": 2'))
+    with pytest.raises(CheckpointError, match="line 2 is not a metrics record"):
+        read_metrics(metrics)
+
+
+def test_finetune_resumes_without_its_pretrained_run(text_data, root, tmp_path):
+    source = shutil.copytree(root / "ent", tmp_path / "pretrained")
+    out = tmp_path / "ft"
+    argv = ["finetune", str(source), "--out", str(out), "--steps", "2", "--examples", "20", "--quiet",
+            "--words", str(root / "words.txt"), "--set", "train.batch_size=4", "--set", "train.seq_len=64", "--set", "train.eval_batches=1"]
+    assert main(argv) == 0
+    shutil.rmtree(source)
+    assert main([a if a != "2" else "3" for a in argv] + ["--resume"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 3
+    assert PreparedData.open(out / "data").split("val").lengths.size >= 1
