@@ -198,6 +198,9 @@ def write_checkpoint(
     """Write ``root/step_XXXXXXXX`` atomically; then keep only the newest ``keep_last`` checkpoints."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    for prefix in (".tmp_step_", ".old_step_"):  # folders of writes that a kill interrupted
+        for leftover in root.glob(prefix + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     final = root / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp_{checkpoint_name(step)}_"))
     try:

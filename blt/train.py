@@ -438,8 +438,8 @@ class Trainer:
     def fit(self, resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.resume()
+        if not (resume and self.resume()):
+            torch.manual_seed(cfg.seed)  # what the run draws depends on its seed alone, not on what its setup drew
         if self.step >= cfg.steps:
             return self._already_complete()
         self.model.train()
