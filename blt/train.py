@@ -17,7 +17,9 @@ import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -448,6 +450,7 @@ class Trainer:
         window_start, window_bytes = time.perf_counter(), 0
         last_saved = time.monotonic()
         last, val_bpb = {"loss": float("nan")}, None
+        stop_requests = _StopRequests()
         try:
             while self.step < cfg.steps:
                 last = self.train_step()
@@ -477,25 +480,32 @@ class Trainer:
                     bar.set_postfix_str(_postfix(record), refresh=False)
                 bar.update(1)
                 due = bool(cfg.checkpoint_every) and self.step % cfg.checkpoint_every == 0
-                if not (due or done) and cfg.checkpoint_minutes:  # a kill never loses more than this much work
-                    due = self._all_agree(time.monotonic() - last_saved >= 60 * cfg.checkpoint_minutes)
-                if due or done:
-                    self.save_checkpoint()
+                timed = bool(cfg.checkpoint_minutes) and time.monotonic() - last_saved >= 60 * cfg.checkpoint_minutes
+                timed, stop = self._any_process([timed, stop_requests.requested])  # a kill loses at most the timer's work
+                if due or done or timed or stop:
+                    path = self.save_checkpoint()
                     last_saved = time.monotonic()
+                if stop and not done:
+                    bar.close()
+                    self.log(f"stopped at step {self.step} by a signal; saved {path}; continue with --resume")
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
-            path = self.save_checkpoint()
-            self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
+            if not stop_requests.requested:  # raised by the code it interrupted: the step is whole, save it
+                path = self.save_checkpoint()
+                self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
             raise
+        finally:
+            stop_requests.release()
         bar.close()
         self._save_final_weights()
         return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)
 
-    def _all_agree(self, flag: bool) -> bool:
-        """True on every process when ``flag`` is true on any (all of them then checkpoint together)."""
+    def _any_process(self, flags: list[bool]) -> list[bool]:
+        """Each flag true on every process when it is true on any (all of them then act together)."""
         if self.world.size == 1:
-            return flag
-        return self.world.all_sum([float(flag)])[0] > 0
+            return flags
+        return [total > 0 for total in self.world.all_sum([float(f) for f in flags])]
 
     def _save_final_weights(self) -> None:
         model_state, _ = self.full_state()
@@ -514,6 +524,29 @@ class Trainer:
         validated = [r["val_bpb"] for r in records if "val_bpb" in r]
         return TrainResult(step=self.step, train_loss=records[-1]["loss"] if records else float("nan"),
                            val_bpb=validated[-1] if validated else None, run_dir=self.run_dir, already_complete=True)
+
+
+class _StopRequests:
+    """While training runs in the main thread, SIGINT (Ctrl-C) and SIGTERM (what schedulers send before
+    SIGKILL) ask it to stop: the step under way finishes, a checkpoint is saved, and `fit` raises
+    KeyboardInterrupt. A second signal stops at once (from its last checkpoint)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def release(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 def _round(v: float) -> float:

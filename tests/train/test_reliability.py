@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from tests.train.test_cli import BLT_SET, ENTROPY_SET, TRAIN_SET, sets
 from tests.train.test_train import make_trainer
 
 TOKEN_SET = ["dim=64", "n_layers=1", "n_heads=2"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tree(path: Path) -> dict[str, str]:
@@ -211,3 +216,29 @@ def test_finetune_resumes_without_its_pretrained_run(text_data, root, tmp_path):
     assert main([a if a != "2" else "3" for a in argv] + ["--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["train"]["steps"] == 3
     assert PreparedData.open(out / "data").split("val").lengths.size >= 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_training_at_a_checkpoint(signum, text_data, tmp_path):
+    """What a scheduler (SIGTERM) or Ctrl-C (SIGINT) does: the step finishes, a checkpoint, exit 130; the
+    resumed run ends where an uninterrupted one does."""
+    def argv(out: Path) -> list[str]:
+        return [sys.executable, "-m", "blt", "train-entropy", "--data", str(text_data.path), "--out", str(out),
+                "--steps", "40", "--quiet", "--device", "cpu", *sets(ENTROPY_SET + TRAIN_SET),
+                "--set", "train.checkpoint_every=0", "--set", "train.checkpoint_minutes=0"]
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(argv(out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(read_metrics(out / "metrics.jsonl")) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    saved = list_checkpoints(out / "checkpoints")
+    assert len(saved) == 1 and "stopped at step" in err and "continue with --resume" in err
+    assert int(saved[0].name[5:]) == read_metrics(out / "metrics.jsonl")[-1]["step"] < 40
+    subprocess.run(argv(out) + ["--resume"], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(argv(tmp_path / "full"), cwd=REPO, check=True, capture_output=True)
+    losses = lambda run: [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
+    assert losses(out) == losses(tmp_path / "full")
