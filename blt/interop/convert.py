@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from blt.checkpoint import record_checksum
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.errors import CheckpointError
 from blt.fileio import atomic_write_text, fsync_dir
@@ -142,10 +143,12 @@ def _write_run(staging: Path, config: BLTConfig, plan: list[PlannedTensor], read
                origin: dict[str, str]) -> None:
     write_run_config(staging, "blt", config, {"converted_from": origin})
     write_safetensors(staging / WEIGHTS, [(plan, reader)], _METADATA)
+    record_checksum(staging / WEIGHTS)  # checked whenever the run is loaded, as a trained run's
     if entropy is not None:
         entropy_config, entropy_plan, entropy_reader = entropy
         write_run_config(staging / ENTROPY_SUBDIR, "entropy_model", entropy_config, {"converted_from": origin})
         write_safetensors(staging / ENTROPY_SUBDIR / WEIGHTS, [(entropy_plan, entropy_reader)], _METADATA)
+        record_checksum(staging / ENTROPY_SUBDIR / WEIGHTS)
 
 
 # --- transformers -> blt ---------------------------------------------------------------------------

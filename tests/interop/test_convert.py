@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BltForCausalLM
 
-from blt.checkpoint import load_tensors, save_tensors
+from blt.checkpoint import load_tensors, save_tensors, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.interop.hf import hf_model_config
 from blt.model import ByteLatentTransformer
@@ -148,6 +148,7 @@ def test_round_trip_ours_hf_ours_is_bit_exact(patching, tmp_path, convert):
         after = load_tensors(tmp_path / "back" / sub / "model.safetensors")
         assert before.keys() == after.keys()
         assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+        assert verify_weights(tmp_path / "back" / sub / "model.safetensors")  # its sha256 is recorded
     back = load(tmp_path / "back")
     assert back.config.patching == patching
     back_entropy = back.entropy_model.cfg if exported_patcher else None
