@@ -242,3 +242,14 @@ def test_a_signal_stops_training_at_a_checkpoint(signum, text_data, tmp_path):
     subprocess.run(argv(tmp_path / "full"), cwd=REPO, check=True, capture_output=True)
     losses = lambda run: [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
     assert losses(out) == losses(tmp_path / "full")
+
+
+def test_weights_a_kill_left_unmatched_are_written_again_by_a_resume(text_data, tmp_path):
+    trainer = make_trainer(text_data, tmp_path / "run", steps=4)
+    trainer.fit()
+    weights = tmp_path / "run" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:-8] + bytes(8))  # the record names the new file, the old one is still in place
+    resumed = make_trainer(text_data, tmp_path / "run", steps=4)
+    assert resumed.fit(resume=True).already_complete
+    assert weights.read_bytes() == whole
