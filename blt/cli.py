@@ -1,14 +1,18 @@
 """The `blt` command line. Each subcommand lives in `blt/commands/<name>.py` with `add_arguments` and `run`.
 
-Errors a user can cause (`BLTError`, missing files, permissions) print one line on stderr and exit 2.
+Errors a user can cause (bad arguments, `BLTError`, missing files, permissions, a model or batch too large
+for memory) print one line on stderr and exit 2. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
+import re
 import sys
+from typing import NoReturn
 
 # name -> (module under blt.commands, one-line help). A module may be missing: the command is not built yet.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +33,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+INT64_MAX = 2**63 - 1
+
+
+def integer(text: str) -> int:
+    """An integer option's value: one that fits in 64 bits, as every size, count and seed must for torch."""
+    value = int(text)
+    if abs(value) > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (integers here are at most 2**63 - 1)")
+    return value
+
+
+def finite(text: str) -> float:
+    """A number option's value: a finite float (no nan, inf or overflow to inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr, exit code 2 (``--help`` shows the usage),
+    and whose ``type=int`` and ``type=float`` options take only values that fit in 64 bits and finite numbers."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("type", int, integer)
+        self.register("type", float, finite)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks turned into spaces."""
+    return " ".join(str(text).splitlines()).strip()
+
+
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "Storage size calculation overflowed")
+_TRIED = re.compile(r"(?:tried to allocate|Tried to allocate) ([\d.]+) ?(bytes|[KMGT]iB)")
+
+
+def allocation_failure(err: BaseException) -> str | None:
+    """A one-line description when ``err`` is an allocation that failed (torch's CPU or CUDA allocator, numpy,
+    a size past what a tensor can hold), else None."""
+    if isinstance(err, MemoryError):
+        return "not enough memory" + (f" ({one_line(err)})" if str(err) else "")
+    if not isinstance(err, RuntimeError) or not any(s in str(err) for s in _ALLOCATION_FAILURES):
+        return None
+    if "Storage size calculation overflowed" in str(err):
+        return "a tensor of this size can't exist (its byte size overflows 64 bits)"
+    tried = _TRIED.search(str(err))
+    if tried is None:
+        return "not enough memory"
+    size = f"{float(tried.group(1)) / 2**30:,.3g} GiB" if tried.group(2) == "bytes" else f"{tried.group(1)} {tried.group(2)}"
+    return f"not enough memory: an allocation of {size} failed"
+
+
 def _load(module: str):
     try:
         return importlib.import_module(f"blt.commands.{module}")
@@ -41,7 +102,7 @@ def _load(module: str):
 def build_parser() -> argparse.ArgumentParser:
     from blt import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="blt",
         description="Byte Latent Transformer: a tokenizer-free language model over raw bytes.",
         epilog="Run `blt COMMAND --help` for the options of a command.",
@@ -65,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        print("blt: error: no COMMAND given; `blt COMMAND --help` shows the options of one", file=sys.stderr)
         return 2
     if args._module is None:
         print(f"blt {args._name}: not built yet in this version of blt; see the project's open issues", file=sys.stderr)
@@ -73,11 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args._module.run(args)
     except BLTError as err:
-        print(f"blt {args._name}: error: {err}", file=sys.stderr)
+        print(f"blt {args._name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         where = f": {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"blt {args._name}: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"blt {args._name}: error: {one_line(err.strerror or err)}{one_line(where)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        failure = allocation_failure(err)
+        if failure is None:
+            raise
+        print(f"blt {args._name}: error: {failure}; choose a smaller model, batch or sequence length", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"blt {args._name}: interrupted", file=sys.stderr)
