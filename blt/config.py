@@ -76,6 +76,9 @@ class _JsonConfig:
             if not _has_type(value, hints[name]):
                 raise ConfigError(f"config value {_prefix}{name} ({cls.__name__}) must be {_type_name(hints[name])}, "
                                   f"got {json.dumps(value) if isinstance(value, (tuple, type(None), bool)) else repr(value)}")
+            if not all(_in_range(v) for v in (value if isinstance(value, tuple) else (value,))):
+                raise ConfigError(f"config value {_prefix}{name} ({cls.__name__}) is {value!r}: numbers must be finite "
+                                  "and integers at most 2**63 - 1")
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -125,6 +128,15 @@ class _JsonConfig:
             except (json.JSONDecodeError, TypeError):
                 node[leaf] = raw
         return type(self).from_dict(data)
+
+
+def _in_range(value: Any) -> bool:
+    """Whether a JSON-loaded number is one torch can hold: a finite float, an integer of at most 64 bits."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= 2**63 - 1
+    return True
 
 
 def _union_args(hint) -> tuple | None:
