@@ -90,7 +90,7 @@ def _info(args: argparse.Namespace) -> int:
     print("  most common: " + ", ".join(f"{_show_byte(int(b))} {histogram[b] / histogram.sum():.1%}"
                                         for b in top if histogram[b]))
     if m.skipped:
-        print("  skipped when prepared: " + ", ".join(f"{n} {_SKIPPED[kind]}" for kind, n in m.skipped.items()))
+        print("  skipped when prepared: " + ", ".join(f"{n} {_SKIPPED.get(kind, kind)}" for kind, n in m.skipped.items()))
     checked = "sizes and sha256" if not args.no_verify else "sizes"
     print(f"  ok: {checked} of {len(m.shards)} shards match the manifest")
     return 0

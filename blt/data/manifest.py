@@ -142,8 +142,8 @@ class Manifest:
             raise DataError(f"manifest format version {data.get('format_version')!r} is not supported by this blt "
                             f"(it reads version {FORMAT_VERSION}); prepare the data again")
         try:
-            return cls(
-                sources=tuple(data["sources"]),
+            manifest = cls(
+                sources=tuple(str(source) for source in data["sources"]),
                 args=dict(data["args"]),
                 documents=tuple(
                     DocumentEntry(name_from_json(d), int(d["size"]), str(d["sha256"]), str(d["split"]))
@@ -162,6 +162,10 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise DataError(f"the manifest is malformed ({type(err).__name__}: {err}); "
                             "prepare the data again") from None
+        problem = _inconsistency(manifest)
+        if problem is not None:
+            raise DataError(f"the manifest is inconsistent: {problem}; prepare the data again")
+        return manifest
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
@@ -178,3 +182,39 @@ class Manifest:
             return cls.from_dict(data)
         except DataError as err:
             raise DataError(f"{file}: {err}") from None
+
+
+_SHARD_FILE = re.compile(r"^(train|val)-\d{5}\.bin$")
+ARG_NAMES = ("val_fraction", "seed", "shard_bytes")
+
+
+def _inconsistency(m: Manifest) -> str | None:
+    """What in a parsed manifest contradicts the layout `prepare` writes, or None."""
+    if set(m.splits) != set(SPLITS):
+        return f"its splits are {sorted(m.splits)}, not {list(SPLITS)}"
+    missing_args = [name for name in ARG_NAMES if name not in m.args]
+    if missing_args:
+        return f"its args lack {missing_args}"
+    if any(n < 0 for n in m.skipped.values()):
+        return "a skipped count is negative"
+    for entry in m.shards:
+        if entry.split not in SPLITS or not _SHARD_FILE.match(entry.file) or not entry.file.startswith(entry.split):
+            return f"shard {entry.file!r} of split {entry.split!r} is not a shard file name of a split"
+        if entry.size < 0:
+            return f"shard {entry.file} has a negative size"
+    if len({entry.file for entry in m.shards}) != len(m.shards):
+        return "a shard is listed twice"
+    for doc in m.documents:
+        if doc.split not in SPLITS or doc.size < 0:
+            return f"document {doc.name!r} has split {doc.split!r} and size {doc.size}"
+    for name, stats in m.splits.items():
+        docs = [d for d in m.documents if d.split == name]
+        shards = [s for s in m.shards if s.split == name]
+        if len(stats.byte_histogram) != 256 or any(c < 0 for c in stats.byte_histogram):
+            return f"split {name}'s byte histogram is not 256 counts"
+        if (stats.documents, stats.bytes, stats.shards) != (len(docs), sum(d.size for d in docs), len(shards)):
+            return (f"split {name} claims {stats.documents} documents, {stats.bytes} bytes and {stats.shards} shards, "
+                    f"its entries have {len(docs)}, {sum(d.size for d in docs)} and {len(shards)}")
+        if sum(stats.byte_histogram) != stats.bytes or sum(s.size for s in shards) != stats.bytes:
+            return f"split {name}'s byte histogram or shard sizes do not add up to its {stats.bytes} bytes"
+    return None

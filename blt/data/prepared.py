@@ -113,11 +113,34 @@ def _load_index(root: Path, manifest: Manifest) -> np.ndarray:
     if file_sha256(file) != manifest.index_sha256:
         raise DataError(f"index {file} is corrupt (its sha256 differs from the manifest); "
                         "prepare the data again with --force")
-    index = np.load(file, allow_pickle=False)
+    try:
+        index = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"index {file} is not a readable .npy file ({err}); prepare the data again with --force") from None
     if index.dtype != np.int64 or index.shape != (len(manifest.documents), 4):
         raise DataError(f"index {file} has shape {index.shape} ({index.dtype}), expected "
                         f"({len(manifest.documents)}, 4) int64; prepare the data again with --force")
+    problem = _index_inconsistency(index, manifest)
+    if problem is not None:
+        raise DataError(f"index {file} does not match the manifest: {problem}; prepare the data again with --force")
     return index
+
+
+def _index_inconsistency(index: np.ndarray, manifest: Manifest) -> str | None:
+    """What in the index contradicts the manifest (splits, sizes, shard bounds), or None."""
+    splits = np.array([SPLITS.index(d.split) for d in manifest.documents], dtype=np.int64)
+    sizes = np.array([d.size for d in manifest.documents], dtype=np.int64)
+    split, shard, offset, length = (index[:, i] for i in range(4))
+    if not (np.array_equal(split, splits) and np.array_equal(length, sizes)):
+        return "the documents' splits or sizes differ"
+    for number, name in enumerate(SPLITS):
+        shard_sizes = np.array([s.size for s in manifest.shards if s.split == name], dtype=np.int64)
+        rows = split == number
+        if rows.any() and (shard[rows].min() < 0 or shard[rows].max() >= len(shard_sizes)):
+            return f"a {name} document lies in a shard the manifest does not list"
+        if rows.any() and (offset[rows].min() < 0 or np.any(offset[rows] + length[rows] > shard_sizes[shard[rows]])):
+            return f"a {name} document lies outside its shard"
+    return None
 
 
 def byte_summary(histogram: np.ndarray | tuple[int, ...] | list[int]) -> dict[str, float]:
