@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 
 from blt.commands._common import add_device_argument
+from blt.commands._paths import check_output_file
 from blt.data import PreparedData
 from blt.errors import BLTError
 from blt.evaluate import evaluate_run
+from blt.evaluate.bpb import recorded_data, recorded_train
 from blt.run import load
 from blt.train import resolve_device
 
@@ -36,13 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise BLTError(f"--batch-size must be at least 1, got {args.batch_size}")
-    run_ = load(args.run, device=resolve_device(args.device))
-    data_dir = args.data or run_.info.get("data")
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--seq-len", args.seq_len, 2),
+                               ("--batches", args.batches, 1)):
+        if value is not None and value < least:
+            raise BLTError(f"{flag} must be at least {least}, got {value}")
+    check_output_file(args.json, "--json")
+    device = resolve_device(args.device)
+    run_ = load(args.run, device=device)
+    data_dir = args.data or recorded_data(run_.info, args.run)
     if data_dir is None:
         raise BLTError(f"{args.run} does not record its data; pass --data DIR")
-    seq_len = args.seq_len or run_.info.get("train", {}).get("seq_len", 512)
+    recorded = recorded_train(run_.info, args.run)
+    seq_len = args.seq_len or recorded.get("seq_len", 512)
     print(f"{args.run} ({run_.kind}) on {data_dir} [{args.split}]")
     result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, batch_size=args.batch_size,
                           max_batches=args.batches, split=args.split, precomputed=not args.no_precomputed,

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from blt.data import PrecomputedEntropies, PreparedData, validation_batches
+from blt.errors import BLTError, CheckpointError, DataError
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
 from blt.objectives import TokenObjective
 from blt.run import Run
@@ -36,9 +37,39 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def recorded_train(record: dict, where: object) -> dict:
+    """The ``train`` section of a run's config.json record (empty when absent), checked: a JSON object whose
+    ``seq_len``, when present, is an integer >= 2 and ``precision`` fp32 or bf16. ``where`` names the run."""
+    train = record.get("train", {})
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{where}: config.json's train section is not a JSON object; the run directory is corrupt")
+    seq_len = train.get("seq_len")
+    if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 2):
+        raise CheckpointError(f"{where}: config.json records train.seq_len {seq_len!r}, not an integer >= 2; "
+                              "the run directory is corrupt (pass --seq-len to evaluate it anyway)")
+    if train.get("precision", "fp32") not in ("fp32", "bf16"):
+        raise CheckpointError(f"{where}: config.json records train.precision {train['precision']!r}, not fp32 or bf16")
+    return train
+
+
+def recorded_data(record: dict, where: object) -> str | None:
+    """The prepared data directory a run's config.json records (None when absent), checked to be a path."""
+    data = record.get("data")
+    if data is not None and not isinstance(data, str):
+        raise CheckpointError(f"{where}: config.json records data {data!r}, not a path; pass --data DIR")
+    return data
+
+
 def run_precision(run: Run) -> str:
     """The precision a run trained (and ran its validation passes) in: "fp32" or "bf16"."""
-    return run.info.get("train", {}).get("precision", "fp32")
+    return recorded_train(run.info, run.path).get("precision", "fp32")
+
+
+def rows_needed(data: PreparedData, split: str, seq_len: int) -> int:
+    """At most how many rows of ``seq_len`` ids one pass over ``split`` fills (each document is BOS, its bytes
+    and EOS; each row takes at least ``seq_len - 1`` new ids): a batch never needs more."""
+    lengths = data.split(split).lengths
+    return -(-int(lengths.sum() + 2 * len(lengths)) // (seq_len - 1)) + 1
 
 
 def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = _stderr,
@@ -72,11 +103,16 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     the model runs under bf16 autocast as `Trainer.evaluate` runs it, while patch boundaries are still
     decided in fp32 (as `blt.objectives.BLTObjective` decides them).
     """
+    if seq_len < 2 or batch_size < 1 or (max_batches is not None and max_batches < 1):
+        raise BLTError(f"evaluation needs seq_len >= 2, batch_size >= 1 and max_batches >= 1 or None; got {seq_len}, "
+                       f"{batch_size}, {max_batches}")
     precision = precision or run_precision(run)
     device = next(run.model.parameters()).device  # batches go where `blt.load(..., device=)` put the model
     autocast = train_autocast(device.type, precision)
     patcher = run.patcher if run.kind == "blt" else None
     stored = stored_entropies(run, data, log, split) if precomputed else None
+    # Rows past the split's end are [BOS, PAD, ...] and count nothing: a batch larger than the pass is no different.
+    batch_size = min(batch_size, rows_needed(data, split, seq_len))
     it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
     loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
     token_targets = 0
@@ -104,7 +140,7 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
         sequences += ids.shape[0]
         positions += int((ids != PAD_ID).sum())
     if targets == 0:
-        raise ValueError(f"the {split} split has no data to evaluate")
+        raise DataError(f"the {split} split of {data.path} has no data to evaluate")
     return EvalResult(
         bits_per_byte=loss_sum / targets / math.log(2),
         bytes=targets,
