@@ -16,8 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from blt.commands._paths import check_output_file
 from blt.errors import BLTError
+from blt.evaluate.bpb import recorded_data
 from blt.evaluate.char_tasks import (
+    MAX_EXAMPLES,
+    MAX_SHOTS,
     TASKS,
     WordSplit,
     default_words,
@@ -27,7 +31,7 @@ from blt.evaluate.char_tasks import (
     split_words,
 )
 from blt.evaluate.finetune import WORDS_FILE
-from blt.evaluate.noise import CHOICES, NOISES, evaluate_noise, passages
+from blt.evaluate.noise import CHOICES, NOISES, PASSAGE_BYTES, evaluate_noise, passages
 from blt.evaluate.scoring import scorer_for
 from blt.fileio import atomic_write_bytes, atomic_write_text
 from blt.run import load
@@ -60,14 +64,16 @@ def word_split(args: argparse.Namespace, run) -> tuple[WordSplit, str]:
     saved = Path(args.run) / WORDS_FILE
     if args.words is None and saved.is_file():
         return load_split(saved)
-    words, source = default_words(run.info.get("data"), args.words)
+    words, source = default_words(recorded_data(run.info, args.run), args.words)
     return split_words(words, args.held_out_fraction, args.split_seed), source
 
 
 def noise_texts(args: argparse.Namespace, run, limit: int) -> tuple[list[bytes], str]:
     if args.noise_text:
         return [Path(f).read_bytes() for f in args.noise_text], ", ".join(str(f) for f in args.noise_text)
-    data_dir = run.info.get("finetune", {}).get("init_data") or run.info.get("data")
+    finetune = run.info.get("finetune")
+    init_data = finetune.get("init_data") if isinstance(finetune, dict) else None
+    data_dir = init_data if isinstance(init_data, str) else recorded_data(run.info, args.run)
     if data_dir is None:
         raise BLTError(f"{args.run} does not record its data; pass --noise-text FILE")
     from blt.data import PreparedData
@@ -154,10 +160,12 @@ def plot(report: dict, path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.examples < 1 or args.shots < 0 or args.passages < 4:
-        raise BLTError("--examples must be >= 1, --shots >= 0 and --passages >= 4")
+    if not (1 <= args.examples <= MAX_EXAMPLES and 0 <= args.shots <= MAX_SHOTS and args.passages >= 4):
+        raise BLTError(f"--examples must be in [1, {MAX_EXAMPLES:,}], --shots in [0, {MAX_SHOTS}] and --passages >= 4")
     if args.no_tasks and not args.noise:
         raise BLTError("--no-tasks leaves nothing to do; add --noise")
+    check_output_file(args.json, "--json")
+    check_output_file(args.png, "--png")
     say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     paths = [args.run] + ([args.baseline] if args.baseline else [])
     runs = [load(p) for p in paths]
@@ -177,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     if args.noise:
         raw, text_source = noise_texts(args, runs[0], limit=4 * args.passages)
         texts = passages(raw, max_passages=args.passages)
+        if not texts:
+            raise BLTError(f"{text_source} holds no passage of prose or code long enough for the noise evaluation "
+                           f"(about {PASSAGE_BYTES} bytes of at least 8 words); pass longer --noise-text files")
         settings.update(noise_texts=text_source, passages=len(texts))
     for name, path, run_ in zip(labels(paths), paths, runs):
         scorer = scorer_for(run_)

@@ -42,6 +42,8 @@ DICT_PATH = Path("/usr/share/dict/words")  # Debian's wamerican
 MIN_WORD_LEN, MAX_WORD_LEN = 3, 10
 MINED_WORDS = 5000  # most frequent corpus words kept when there is no dictionary
 MIN_PART_WORDS = 16  # a part needs this many words (a question and a shot about sentences use up to 14)
+MAX_EXAMPLES = 100_000  # examples per task: each is drawn at random, so more only repeat questions
+MAX_SHOTS = 64  # solved questions before each one
 LETTERS = string.ascii_lowercase
 PARTS = ("train", "held_out")
 _WORD = re.compile(rb"(?<![A-Za-z])[a-z]{%d,%d}(?![A-Za-z])" % (MIN_WORD_LEN, MAX_WORD_LEN))
@@ -467,8 +469,9 @@ def make_examples(task: str, split: WordSplit, n: int, shots: int = 3, seed: int
     """``n`` examples of ``task`` asking about words of ``part``, each with ``shots`` solved questions about
     train words first. Deterministic in (task, split, n, shots, seed, part)."""
     check_tasks([task])
-    if n < 1 or shots < 0:
-        raise BLTError(f"need at least one example and no negative shot count (got {n} examples, {shots} shots)")
+    if not (1 <= n <= MAX_EXAMPLES and 0 <= shots <= MAX_SHOTS):
+        raise BLTError(f"need 1 to {MAX_EXAMPLES:,} examples and 0 to {MAX_SHOTS} shots per task (got {n} examples, "
+                       f"{shots} shots)")
     query_pool, shot_pool = _Pool(split, part), _Pool(split, "train")
     rng = np.random.default_rng([seed, zlib.crc32(task.encode()), PARTS.index(part)])
     make = TASKS[task]
