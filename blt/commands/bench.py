@@ -11,6 +11,7 @@ from pathlib import Path
 
 from blt.bench import CASES, SUITES, run_benchmarks, suite_named
 from blt.commands._common import add_device_argument
+from blt.commands._paths import check_output_file
 from blt.train import resolve_device
 
 
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.json, "--json", make_parents=True)
     suite = suite_named(args.suite)
     if args.against_hf:
         suite = dataclasses.replace(suite, against_hf=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from blt.data import PreparedData, prepare
+from blt.data.manifest import MANIFEST_NAME
+from blt.errors import BLTError
 from blt.evaluate import evaluate_run
 from blt.generate import generate
 from blt.recipes import RunOptions, train_blt, train_entropy_model
@@ -44,10 +46,26 @@ def _say(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse bad steps, patch size, --data and --out before preparing or training anything."""
+    if args.steps < 1 or args.entropy_steps < 1:
+        raise BLTError(f"--steps and --entropy-steps must be at least 1, got {args.steps} and {args.entropy_steps}")
+    if args.target_patch_size < 1:
+        raise BLTError(f"--target-patch-size must be at least 1 byte (e.g. 4.5), got {args.target_patch_size}")
+    if args.out.exists() and not args.out.is_dir():
+        raise BLTError(f"--out {args.out} is a file; the demo writes its runs into a folder")
+    if args.data.exists() and not args.data.is_dir():
+        raise BLTError(f"--data {args.data} is a file, not a prepared data directory")
+    if args.data.is_dir() and not (args.data / MANIFEST_NAME).exists() and any(args.data.iterdir()):
+        raise BLTError(f"--data {args.data} is neither prepared data (no {MANIFEST_NAME}) nor empty; the demo "
+                       "prepares the default corpus only into a new or empty folder")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     started = time.perf_counter()
     torch.manual_seed(0)
-    if not (args.data / "manifest.json").is_file():
+    if not (args.data / MANIFEST_NAME).exists():
         _say(f"preparing the default corpus (Python standard library + pydoc topics) into {args.data}")
         prepare(None, args.data, progress=not args.quiet)
     data = PreparedData.open(args.data)
