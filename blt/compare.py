@@ -41,6 +41,7 @@ import torch
 
 from blt.baselines.model import TokenModelConfig
 from blt.baselines.tokenization import (
+    MIN_BPE_VOCAB,
     TOKENIZER_FILE,
     BPETokenizer,
     measure_bytes_per_token,
@@ -136,6 +137,28 @@ def _check(opts: CompareOptions) -> None:
         raise ConfigError("BLT members need --entropy-model RUN (train one with `blt train-entropy`)")
     if opts.evals < 1:
         raise ConfigError(f"evals must be >= 1, got {opts.evals}")
+    if opts.vocab_size is not None and opts.vocab_size < MIN_BPE_VOCAB:
+        raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {opts.vocab_size}")
+    BLTConfig.preset(opts.preset).with_overrides(opts.blt_overrides)
+    TokenModelConfig.preset(opts.preset).with_overrides(opts.token_overrides)
+    train_config(opts)
+    if opts.patch_sizes:
+        load(opts.entropy_model, expect="entropy_model")
+
+
+def train_config(opts: CompareOptions) -> TrainConfig:
+    """The training config every member shares (the preset's, with the ``train.`` overrides)."""
+    return default_train_config("blt", opts.preset).with_overrides(opts.train_overrides)
+
+
+def _read_plan(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BLTError(f"{path} is not valid JSON ({err}); pass --force to start the comparison over") from None
+    if not isinstance(saved, dict):
+        raise BLTError(f"{path} is not a comparison plan; pass --force to start the comparison over")
+    return saved
 
 
 def _prepare_out(opts: CompareOptions) -> None:
@@ -148,9 +171,10 @@ def _prepare_out(opts: CompareOptions) -> None:
         if opts.force:
             shutil.rmtree(out)
         else:
-            saved = json.loads(plan_path.read_text()).get("settings")
+            saved = _read_plan(plan_path).get("settings")
             if saved != opts.settings():
-                changed = sorted(k for k in opts.settings() if (saved or {}).get(k) != opts.settings()[k])
+                saved = saved if isinstance(saved, dict) else {}
+                changed = sorted(k for k in opts.settings() if saved.get(k) != opts.settings()[k])
                 raise BLTError(f"{out} holds a comparison with other settings ({', '.join(changed)}); rerun with the "
                                "same options to continue it, or pass --force to start over, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -319,9 +343,9 @@ def compare(opts: CompareOptions, log=print) -> dict:
     _check(opts)
     data = PreparedData.open(opts.data)
     _prepare_out(opts)
-    tcfg = default_train_config("blt", opts.preset).with_overrides(opts.train_overrides)
+    tcfg = train_config(opts)
     bytes_per_step = tcfg.batch_size * tcfg.seq_len
-    saved = json.loads((Path(opts.out) / PLAN_FILE).read_text())
+    saved = _read_plan(Path(opts.out) / PLAN_FILE)
     if saved.get("members"):  # continuing: the runs in OUT were started from this plan (same settings)
         members, measured = [Member(**m) for m in saved["members"]], saved.get("measured", {})
         log(f"compare: continuing the plan in {Path(opts.out) / PLAN_FILE}")
