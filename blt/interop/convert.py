@@ -94,10 +94,12 @@ def _count(plan: list[PlannedTensor]) -> int:
 def staged_directory(out: Path, source: Path, force: bool) -> Iterator[Path]:
     """Yield an empty staging directory beside ``out``; on success it replaces ``out`` whole, on failure
     it is removed. ``out`` may be missing or empty; anything else needs ``force``. It must not be the
-    ``source`` being converted, nor contain it."""
+    ``source`` being converted, nor contain it, nor lie inside it."""
     out = Path(out)
     if source.resolve() == out.resolve() or out.resolve() in source.resolve().parents:
         raise CheckpointError(f"--out {out} would replace the source {source}; write somewhere else")
+    if source.resolve() in out.resolve().parents:
+        raise CheckpointError(f"--out {out} lies inside the source {source}; write somewhere else")
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
