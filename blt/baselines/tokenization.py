@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 SPECIAL_TOKENS = ("⟨boe⟩", "⟨bos⟩", "⟨eos⟩", "⟨bpe⟩")  # token ids 0..3, the ids of blt's specials
 NUM_SPECIALS = len(SPECIAL_TOKENS)
 MIN_BPE_VOCAB = NUM_SPECIALS + 256  # the specials and one token per byte, before any merge
+MAX_BPE_VOCAB = 2**24  # far past any data's merges; `tokenizers` sizes tables by the vocab asked for
 DEFAULT_BPE_TRAIN_BYTES = 32_000_000  # bytes of training documents the merges are learned from
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -166,8 +167,9 @@ class BPETokenizer:
         """Learn merges from ``documents`` up to ``vocab_size`` tokens (fewer if the data has no more pairs)."""
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-        if vocab_size < MIN_BPE_VOCAB:
-            raise ConfigError(f"BPE vocab size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {vocab_size}")
+        if not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+            raise ConfigError(f"BPE vocab size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes) and at most "
+                              f"{MAX_BPE_VOCAB:,}, got {vocab_size}")
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(_pre_tokenizer_pattern()), behavior="isolated")
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
