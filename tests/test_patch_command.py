@@ -44,7 +44,10 @@ def model(entropy_run) -> EntropyModel:
 
 
 def patch(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["patch", *map(str, argv)])
+    try:
+        code = main(["patch", *map(str, argv)])
+    except SystemExit as exit_:  # argparse refused an argument
+        code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -165,7 +168,7 @@ def test_standard_input(capsys, entropy_run, monkeypatch):
     ("missing run", "run directory"),
     ("not a run", "is not a blt run directory (no config.json)"),
     ("blt run without entropy model", "is a BLT run without an entropy_model/ folder"),
-    ("nan threshold", "--threshold must be a finite number, got nan"),
+    ("nan threshold", "argument --threshold: 'nan' is not a finite number"),
     ("monotonic without threshold", "--mode monotonic needs --threshold"),
     ("combined without relative", "--mode combined needs --relative-threshold"),
     ("threshold with space mode", "are for the entropy modes, not --mode space"),

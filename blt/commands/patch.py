@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from blt.commands._paths import check_output_file
 from blt.config import BLTConfig, PatchingConfig
 from blt.data import PreparedData, precompute_entropies
 from blt.data.entropies import DEFAULT_BATCH_SIZE
@@ -286,6 +287,7 @@ def curve(args: argparse.Namespace) -> int:
                        "monotonic modes")
     if args.curve.suffix.lower() != ".png":
         raise BLTError(f"--curve {args.curve} must name a .png file (the numbers go to a .json beside it)")
+    check_output_file(args.curve, "--curve", make_parents=True)
     if args.data is not None and (args.file is not None or args.text is not None):
         raise BLTError("give one sample for --curve: FILE, --text or --data, not several")
     check_options(args)
@@ -324,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None or args.device is not None:
         raise BLTError("--batch-size and --device are for --data DIR (precomputing entropies)")
     check_options(args)
+    check_output_file(args.png, "--png")
+    check_output_file(args.html, "--html")
     data, name = read_input(args)
     entropy_model, run_patching = load_entropy_model(args.entropy_model)
     ids = encode(data)  # (T,) = BOS + bytes
