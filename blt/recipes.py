@@ -127,12 +127,17 @@ def check_training_data(data: PreparedData, tcfg: TrainConfig) -> None:
     validation_batches(data, tcfg.seq_len, tcfg.batch_size)
 
 
-def check_fits_in_memory(kind: str, model_config, device: torch.device) -> None:
+def check_fits_in_memory(kind: str, model_config, device: torch.device, tcfg: TrainConfig, world: World) -> None:
     """Refuse, before anything is allocated, a model whose fp32 weights, gradients and AdamW moments alone
-    exceed the memory of ``device`` (e.g. a width typed with one digit too many)."""
+    exceed the memory of ``device`` (e.g. a width typed with one digit too many). FSDP on GPUs gives each
+    GPU a share; processes on the CPU share one machine's memory."""
     shapes = expected_shapes(kind, model_config.to_dict())
     params = sum(math.prod(shape) for shape in shapes.values())
     needed = 16 * params  # 4 bytes each for the weights, their gradients and two AdamW moments
+    if device.type == "cuda" and tcfg.parallel == "fsdp":
+        needed //= world.size
+    elif device.type == "cpu":
+        needed *= world.size
     if device.type == "cuda":
         available, where = torch.cuda.get_device_properties(device).total_memory, f"GPU {device.index}"
     else:
@@ -190,7 +195,7 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
         _check_seq_len(cfg, tcfg)
         check_training_data(data, tcfg)
-        check_fits_in_memory("entropy_model", cfg, device)
+        check_fits_in_memory("entropy_model", cfg, device, tcfg, world)
         if world.is_main:
             prepare_run_dir(opts.out, resume=False, force=opts.force)
             write_run_config(opts.out, "entropy_model", cfg, {"train": tcfg.to_dict(), "data": str(opts.data)})
@@ -292,7 +297,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
         _check_seq_len(cfg, tcfg)
         check_training_data(data, tcfg)
-        check_fits_in_memory("blt", cfg, device)
+        check_fits_in_memory("blt", cfg, device, tcfg, world)
         if tokenizer_file is not None and cfg.patching.mode != "bpe":
             raise ConfigError(f"--tokenizer is for --patching bpe; this run patches by {cfg.patching.mode}")
         entropy_model = None
@@ -376,8 +381,8 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
         if any(o.split("=", 1)[0].strip() == "vocab_size" for o in opts.model_overrides):
             raise ConfigError("set the vocabulary with --vocab-size (BPE), not --set vocab_size")
         base = TokenModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
-        check_fits_in_memory("token_model", base, device)
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
+        check_fits_in_memory("token_model", base, device, tcfg, world)
         check_training_data(data, tcfg)
         if vocab_size is not None and tokenizer_file is not None:
             raise ConfigError("pass --vocab-size to learn a BPE, or --tokenizer to use one, not both")

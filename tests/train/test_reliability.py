@@ -253,3 +253,12 @@ def test_weights_a_kill_left_unmatched_are_written_again_by_a_resume(text_data, 
     resumed = make_trainer(text_data, tmp_path / "run", steps=4)
     assert resumed.fit(resume=True).already_complete
     assert weights.read_bytes() == whole
+
+
+def test_a_model_too_big_for_the_machine_is_refused_before_anything_is_made(text_data, tmp_path, capsys):
+    out = tmp_path / "ent"
+    assert main(["train-entropy", "--data", str(text_data.path), "--out", str(out), "--steps", "2", "--quiet",
+                 *sets(ENTROPY_SET + TRAIN_SET), "--set", "dim=1000000", "--set", "n_heads=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "parameters" in err and "choose smaller widths" in err, err
+    assert not out.exists()
