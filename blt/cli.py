@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except BLTError as err:
         print(f"blt {args._name}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+    except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         where = f": {err.filename}" if getattr(err, "filename", None) else ""
         print(f"blt {args._name}: error: {one_line(err.strerror or err)}{one_line(where)}", file=sys.stderr)
         return 2

@@ -139,9 +139,12 @@ def _check(opts: CompareOptions) -> None:
         raise ConfigError(f"evals must be >= 1, got {opts.evals}")
     if opts.vocab_size is not None and opts.vocab_size < MIN_BPE_VOCAB:
         raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {opts.vocab_size}")
-    BLTConfig.preset(opts.preset).with_overrides(opts.blt_overrides)
+    blt_cfg = BLTConfig.preset(opts.preset).with_overrides(opts.blt_overrides)
     TokenModelConfig.preset(opts.preset).with_overrides(opts.token_overrides)
-    train_config(opts)
+    tcfg = train_config(opts)
+    if opts.patch_sizes and tcfg.seq_len > blt_cfg.max_seq_len:
+        raise ConfigError(f"train.seq_len {tcfg.seq_len} is longer than the BLT members' max_seq_len "
+                          f"{blt_cfg.max_seq_len}; raise it with --set blt.max_seq_len={tcfg.seq_len}")
     if opts.patch_sizes:
         load(opts.entropy_model, expect="entropy_model")
 

@@ -236,6 +236,8 @@ def training_documents(data: PreparedData, max_bytes: int = DEFAULT_BPE_TRAIN_BY
 
 def train_bpe(data: PreparedData, vocab_size: int, max_bytes: int = DEFAULT_BPE_TRAIN_BYTES, seed: int = 0) -> BPETokenizer:
     """A byte-level BPE learned from (up to ``max_bytes`` of) the training split of ``data``."""
+    if max_bytes < 1:
+        raise ConfigError(f"a BPE is learned from at least 1 training byte (--bpe-train-bytes), got {max_bytes}")
     return BPETokenizer.train(training_documents(data, max_bytes, seed), vocab_size)
 
 

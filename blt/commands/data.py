@@ -27,7 +27,10 @@ def _size(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 64M, 1G)")
     unit = (match.group(2) or "")[:1].upper()
-    return int(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit]
+    size = int(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit]
+    if size > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (sizes here are at most 2**63 - 1 bytes)")
+    return size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

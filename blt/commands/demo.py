@@ -52,10 +52,10 @@ def check_options(args: argparse.Namespace) -> None:
         raise BLTError(f"--steps and --entropy-steps must be at least 1, got {args.steps} and {args.entropy_steps}")
     if args.target_patch_size < 1:
         raise BLTError(f"--target-patch-size must be at least 1 byte (e.g. 4.5), got {args.target_patch_size}")
-    if args.out.exists() and not args.out.is_dir():
-        raise BLTError(f"--out {args.out} is a file; the demo writes its runs into a folder")
-    if args.data.exists() and not args.data.is_dir():
-        raise BLTError(f"--data {args.data} is a file, not a prepared data directory")
+    for flag, path in (("--out", args.out), ("--data", args.data)):
+        existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+        if existing.exists() and not existing.is_dir():
+            raise BLTError(f"{flag} {path}: {existing} is a file; the demo needs a folder there")
     if args.data.is_dir() and not (args.data / MANIFEST_NAME).exists() and any(args.data.iterdir()):
         raise BLTError(f"--data {args.data} is neither prepared data (no {MANIFEST_NAME}) nor empty; the demo "
                        "prepares the default corpus only into a new or empty folder")

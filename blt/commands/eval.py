@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if data_dir is None:
         raise BLTError(f"{args.run} does not record its data; pass --data DIR")
     recorded = recorded_train(run_.info, args.run)
-    seq_len = args.seq_len or recorded.get("seq_len", 512)
+    seq_len = args.seq_len or recorded.get("seq_len") or 512
     print(f"{args.run} ({run_.kind}) on {data_dir} [{args.split}]")
     result = evaluate_run(run_, PreparedData.open(Path(data_dir)), seq_len=seq_len, batch_size=args.batch_size,
                           max_batches=args.batches, split=args.split, precomputed=not args.no_precomputed,

@@ -105,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
         return 0
     token_overrides = [o[len(TOKEN_PREFIX):] for o in args.overrides if o.startswith(TOKEN_PREFIX)]
-    args.preset = args.preset or DEFAULT_PRESET
-    bytes_per_token = args.bytes_per_token or DEFAULT_BYTES_PER_TOKEN
+    args.preset = DEFAULT_PRESET if args.preset is None else args.preset
+    bytes_per_token = DEFAULT_BYTES_PER_TOKEN if args.bytes_per_token is None else args.bytes_per_token
     cfg = BLTConfig.preset(args.preset)
     blt_overrides = [o for o in args.overrides if not o.startswith(TOKEN_PREFIX)]
     if blt_overrides:
         cfg = cfg.with_overrides(blt_overrides)
     token_cfg = TokenModelConfig.preset(args.preset).with_overrides(token_overrides) if args.baseline else None
-    ent_cfg = EntropyModelConfig.preset(args.entropy_preset) if args.entropy_preset else None
+    ent_cfg = EntropyModelConfig.preset(args.entropy_preset) if args.entropy_preset is not None else None
     cost = blt_cost(cfg, patch_size=args.patch_size, seq_len=args.seq_len)
     flops, counts = cost.flops, cost.parameters
     p, T = flops.bytes_per_step, flops.seq_len
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         costs = [cost]
         for kind in dict.fromkeys(args.baseline):
             if kind == "bpe":
-                base = token_cfg.replace(vocab_size=args.vocab_size) if args.vocab_size else token_cfg
+                base = token_cfg.replace(vocab_size=args.vocab_size) if args.vocab_size is not None else token_cfg
                 baseline = token_model_cost(base, bytes_per_token, T, name="bpe")
                 what = f"{base.vocab_size:,} BPE tokens, {bytes_per_token:.2f} bytes per token"
             else:

@@ -246,7 +246,7 @@ def use_color(choice: str) -> bool:
 
 def choose_device(args: argparse.Namespace) -> torch.device:
     """--device (`blt.train.resolve_device`: cpu, cuda, cuda:N), else a GPU when torch sees one, else the CPU."""
-    return resolve_device(args.device or "auto")
+    return resolve_device("auto" if args.device is None else args.device)
 
 
 def precompute(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blt.checkpoint import record_checksum
+from blt.checkpoint import record_checksum, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.errors import CheckpointError
 from blt.fileio import atomic_write_text, fsync_dir
@@ -60,7 +60,7 @@ from blt.interop.tensorfile import (
 )
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
-from blt.run import ENTROPY_SUBDIR, read_run_config, write_run_config
+from blt.run import ENTROPY_SUBDIR, KIND_NAMES, read_run_config, write_run_config
 
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
@@ -102,6 +102,9 @@ def staged_directory(out: Path, source: Path, force: bool) -> Iterator[Path]:
         raise CheckpointError(f"--out {out} lies inside the source {source}; write somewhere else")
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out} exists and is not a directory")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise CheckpointError(f"--out {out}: {blocking} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise CheckpointError(f"{out} already exists and is not empty; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,11 +214,12 @@ def convert_to_hf(run: Path, out: Path, threshold: float | None = None, force: b
     run = _source_dir(run, "a blt run directory")
     record = read_run_config(run)
     if record["kind"] != "blt":
-        raise CheckpointError(f"{run} is an entropy-model run; --to-hf converts a BLT run (its entropy model goes "
-                              f"along from the run's {ENTROPY_SUBDIR}/)")
+        raise CheckpointError(f"{run} is {KIND_NAMES[record['kind']]}; --to-hf converts a BLT run (its entropy model "
+                              f"goes along from the run's {ENTROPY_SUBDIR}/)")
     config = BLTConfig.from_dict(record["model"])
     if threshold is not None:
         config = config.replace(patching=config.patching.replace(threshold=threshold))
+    verify_weights(run / WEIGHTS)  # against the sha256 the run recorded, if any
     reader = SafetensorsReader.from_file(run / WEIGHTS)
     expected = expected_shapes(ByteLatentTransformer, config)
     parts = [(plan_tensors({hf_name(n): s for n, s in expected.items()}, {hf_name(n): (n,) for n in expected}, reader),
@@ -228,6 +232,7 @@ def convert_to_hf(run: Path, out: Path, threshold: float | None = None, force: b
             raise CheckpointError(f"{run / ENTROPY_SUBDIR} is not an entropy-model run")
         if config.patching.mode == "entropy":
             entropy_config = EntropyModelConfig.from_dict(entropy_record["model"])
+            verify_weights(run / ENTROPY_SUBDIR / WEIGHTS)
             entropy_reader = SafetensorsReader.from_file(run / ENTROPY_SUBDIR / WEIGHTS)
             entropy_expected = expected_shapes(EntropyModel, entropy_config)
             parts.append((plan_tensors({hf_entropy_name(n): s for n, s in entropy_expected.items()},
