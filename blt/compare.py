@@ -243,7 +243,7 @@ class TrainingBatches:
         self.entropy_model = load(entropy_model_run, expect="entropy_model").model
         self.stored = precomputed_entropies(data, self.entropy_model, lambda message: None)
         self._iterator = iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size,
-                                                seed=tcfg.seed, entropies=self.stored))
+                                                seed=tcfg.seed, entropies=self.stored, order=tcfg.row_order))
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

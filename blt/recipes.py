@@ -60,6 +60,7 @@ from blt.train import (
     World,
     default_train_config,
     init_distributed,
+    recorded_train_config,
     resolve_device,
 )
 from blt.viz import PATCH_SIZE_CURVE_FILE, write_patch_size_curves
@@ -123,7 +124,8 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
 def check_training_data(data: PreparedData, tcfg: TrainConfig) -> None:
     """The splits a run reads hold enough for its shapes (a `DataError` saying what to change otherwise):
     checked before any work, not when the first validation pass comes."""
-    ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size, seed=tcfg.seed)
+    ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size, seed=tcfg.seed,
+                      order=tcfg.row_order)
     validation_batches(data, tcfg.seq_len, tcfg.batch_size)
 
 
@@ -170,7 +172,7 @@ def _resumed_train_config(opts: RunOptions, record: dict, world: World,
                           model_cfg: BLTConfig | EntropyModelConfig | None = None) -> TrainConfig:
     """The training config a resumed run recorded, with this call's changes (--steps, --precision, --set
     train.*), which config.json then records, so that e.g. `blt eval` picks the precision training went on in."""
-    tcfg = _train_config(opts, TrainConfig.from_dict(record["train"]))
+    tcfg = _train_config(opts, recorded_train_config(record["train"]))
     if model_cfg is not None:
         _check_seq_len(model_cfg, tcfg)
     if world.is_main and tcfg.to_dict() != record["train"]:
@@ -414,7 +416,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
         tcfg = _resumed_train_config(opts, record, world)
         check_training_data(data, tcfg)
     else:
-        tcfg = TrainConfig.from_dict(record["train"])
+        tcfg = recorded_train_config(record["train"])
     tok = tokenizer_from_record(record, opts.out)
     model = TokenLM(cfg).init_weights(seed=tcfg.seed).to(device)
     trainer = Trainer(TokenObjective(model, tok), data, tcfg, opts.out, world=world, progress=opts.progress)

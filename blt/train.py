@@ -93,6 +93,7 @@ class TrainConfig(_JsonConfig):
     keep_checkpoints: int = 3  # newest checkpoints kept
     log_every: int = 10  # steps between log lines / metrics records
     seed: int = 0  # model init, data order
+    row_order: Literal["shuffled", "stream"] = "shuffled"  # an epoch's rows shuffled, or one after another
 
     def __post_init__(self):
         _require(self.steps >= 1 and self.batch_size >= 1 and self.grad_accum >= 1, "steps, batch_size, grad_accum must be >= 1")
@@ -101,6 +102,7 @@ class TrainConfig(_JsonConfig):
         _require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.grad_clip >= 0, "warmup_steps, weight_decay, grad_clip must be >= 0")
         _require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, not {self.precision!r}")
         _require(self.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, not {self.parallel!r}")
+        _require(self.row_order in ("shuffled", "stream"), f"train.row_order must be shuffled or stream, not {self.row_order!r}")
         _require(self.keep_checkpoints >= 1 and self.log_every >= 1, "keep_checkpoints and log_every must be >= 1")
         _require(self.eval_every >= 0 and self.eval_batches >= 1 and self.checkpoint_every >= 0,
                  "train.eval_every and checkpoint_every must be >= 0 and eval_batches >= 1")
@@ -284,7 +286,7 @@ class Trainer:
         self.entropies = entropies
         self.train_iter = ByteBatchIterator(
             data, "train", seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-            rank=self.world.rank, world_size=self.world.size, entropies=entropies,
+            rank=self.world.rank, world_size=self.world.size, entropies=entropies, order=cfg.row_order,
         )
         validation_batches(data, cfg.seq_len, cfg.batch_size, world_size=self.world.size, rank=self.world.rank,
                            entropies=entropies)  # checks the validation split now, not after the training steps
@@ -638,6 +640,12 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(out_png)
+
+
+def recorded_train_config(record: dict[str, Any]) -> TrainConfig:
+    """The training config a run's config.json records; runs from before rows were shuffled took them in
+    stream order, and go on so."""
+    return TrainConfig.from_dict({"row_order": "stream", **record})
 
 
 def default_train_config(kind: str, preset: str) -> TrainConfig:

@@ -12,9 +12,12 @@ never starts with a lone EOS; that EOS is dropped and the row starts at the next
 
 Training (`ByteBatchIterator`) visits the documents in a new order every epoch, drawn from (seed, epoch),
 and runs forever: the stream goes straight on from one epoch into the next, so batches are always full.
-Its position is an `IteratorState` (epoch, document, offset); saving it after k batches and loading it
-into a fresh iterator gives the same next batches. Validation (`validation_batches`) is one pass in
-stored order, padded with PAD_ID at the end.
+By default (``order="shuffled"``) the rows that start in an epoch are then taken in a shuffled order,
+also drawn from (seed, epoch), so the rows of one batch come from all over the split rather than from
+the one or two documents that consecutive rows would hold; every id is still in exactly one row.
+``order="stream"`` takes rows one after another. The position is an `IteratorState`; saving it after k
+batches and loading it into a fresh iterator gives the same next batches. Validation
+(`validation_batches`) is one pass in stored order, padded with PAD_ID at the end.
 
 With ``world_size`` > 1, ``batch_size`` is the global batch and rank r gets rows r, r + world_size, ...
 of it. Every rank walks the whole stream, so the state is global and identical on all ranks.
@@ -40,6 +43,8 @@ from blt.errors import DataError
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
 
 _MASK64 = 2**64 - 1
+ROW_ORDERS = ("shuffled", "stream")  # rows of an epoch in a seeded shuffled order, or one after another
+_ROW_SALT = 0x5F3759DF  # mixed into the seed for the order of rows, so it is not the order of documents
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,13 @@ class IteratorState:
     """Where a `ByteBatchIterator` is in its stream; JSON-able via `to_dict` / `from_dict`."""
 
     epoch: int
-    position: int  # index into the epoch's document order of the document to continue
-    offset: int  # ids of that document already emitted, counting its BOS (0: none yet)
+    position: int  # index into the epoch's document order of the document to continue (shuffled: where the
+    offset: int  # epoch's rows begin); ids of that document already emitted, counting its BOS (0: none yet)
     seed: int
     split: str
     data_fingerprint: str  # `PreparedData.fingerprint` of the data it was taken on
+    order: str = "stream"  # one of ROW_ORDERS (states saved before rows were shuffled have none: stream)
+    rows: int = 0  # shuffled: rows of the epoch already yielded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,12 +66,15 @@ class IteratorState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IteratorState:
         types = {f.name: f.type for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != set(types):
+        optional = {"order", "rows"}
+        if not isinstance(data, dict) or not set(types) - optional <= set(data) <= set(types):
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise DataError(f"not an iterator state: expected the keys {sorted(types)}, got {got}")
-        for name, kind in types.items():
-            if type(data[name]).__name__ != kind:  # annotations are strings here: "int" or "str"
-                raise DataError(f"iterator state field {name!r} must be {kind}, got {data[name]!r}")
+        for name in data:
+            if type(data[name]).__name__ != types[name]:  # annotations are strings here: "int" or "str"
+                raise DataError(f"iterator state field {name!r} must be {types[name]}, got {data[name]!r}")
+        if data.get("order", "stream") not in ROW_ORDERS:
+            raise DataError(f"iterator state order must be one of {ROW_ORDERS}, got {data['order']!r}")
         return cls(**data)
 
 
@@ -97,6 +107,7 @@ class _Packer:
 
     def __init__(self, split: Split, seq_len: int, seed: int | None, entropies: SplitEntropies | None = None) -> None:
         self.split, self.seq_len, self.seed, self.entropies = split, seq_len, seed, entropies
+        self._orders: dict[int, np.ndarray] = {}
         self.epoch = 0
         self.order = self._order(0)
         self.position = 0  # index into order
@@ -105,7 +116,10 @@ class _Packer:
     def _order(self, epoch: int) -> np.ndarray:
         if self.seed is None:
             return np.arange(len(self.split))
-        return epoch_order(len(self.split), self.seed, epoch)
+        if epoch not in self._orders:  # the last two: shuffled rows seek within an epoch and into the next
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = epoch_order(len(self.split), self.seed, epoch)
+        return self._orders[epoch]
 
     def seek(self, epoch: int, position: int, offset: int) -> None:
         """Continue from document ``position`` of epoch ``epoch``, with ``offset`` of its ids emitted."""
@@ -228,8 +242,12 @@ class ByteBatchIterator:
     """
 
     def __init__(self, data: PreparedData, split: str, seq_len: int, batch_size: int, seed: int = 0, *,
-                 world_size: int = 1, rank: int = 0, entropies: PrecomputedEntropies | None = None) -> None:
+                 world_size: int = 1, rank: int = 0, entropies: PrecomputedEntropies | None = None,
+                 order: str = "shuffled") -> None:
+        """``order``: "shuffled" (the rows of each epoch in a seeded order) or "stream" (one after another)."""
         _check_shape(seq_len, batch_size, world_size, rank)
+        if order not in ROW_ORDERS:
+            raise DataError(f"order must be one of {ROW_ORDERS}, not {order!r}")
         documents = _nonempty_split(data, split)
         stream = documents.total_bytes + 2 * len(documents)
         if stream < seq_len:
@@ -237,14 +255,46 @@ class ByteBatchIterator:
                             f"documents ({stream} ids with BOS/EOS), less than one sequence of {seq_len}; "
                             "use a smaller seq_len or more data")
         self.split, self.seq_len, self.batch_size, self.seed = split, seq_len, batch_size, seed
-        self.world_size, self.rank = world_size, rank
+        self.world_size, self.rank, self.order = world_size, rank, order
         self._fingerprint = data.fingerprint
         self._packer = _Packer(documents, seq_len, seed, _split_entropies(data, split, entropies))
+        if order == "shuffled":
+            self._start_epoch(0, 0, 0)
+
+    def _start_epoch(self, epoch: int, position: int, offset: int) -> None:
+        """Find where each row that starts in ``epoch`` starts (its first at ``position``, ``offset``), and
+        shuffle them."""
+        packer = self._packer
+        packer.seek(epoch, position, offset)
+        starts = []
+        while packer.epoch == epoch:
+            starts.append((packer.position, packer.offset))
+            packer.fill_row(None)
+        self._epoch_start = (epoch, position, offset)
+        self._next_epoch_start = (packer.epoch, packer.position, packer.offset)
+        shuffle = epoch_order(len(starts), self.seed ^ _ROW_SALT, epoch)
+        self._row_starts = np.asarray(starts, dtype=np.int64).reshape(-1, 2)[shuffle]
+        self._rows_done = 0
+
+    def _fill_row(self, out: np.ndarray | None, out_entropies: np.ndarray | None = None) -> None:
+        """The next row into ``out`` (or only past it, for ``out`` None)."""
+        if self.order == "stream":
+            self._packer.fill_row(out, out_entropies)
+            return
+        if self._rows_done == len(self._row_starts):
+            self._start_epoch(*self._next_epoch_start)
+        position, offset = (int(v) for v in self._row_starts[self._rows_done])
+        self._rows_done += 1
+        if out is not None:
+            self._packer.seek(self._epoch_start[0], position, offset)
+            self._packer.fill_row(out, out_entropies)
 
     @property
     def epoch(self) -> int:
         """The epoch the next row starts in."""
-        return self._packer.epoch
+        if self.order == "stream":
+            return self._packer.epoch
+        return self._epoch_start[0] + (self._rows_done == len(self._row_starts))
 
     def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         return self
@@ -254,13 +304,17 @@ class ByteBatchIterator:
         for row in range(self.batch_size):
             if row % self.world_size == self.rank:
                 mine = row // self.world_size
-                self._packer.fill_row(ids[mine], entropies[mine] if entropies is not None else None)
+                self._fill_row(ids[mine], entropies[mine] if entropies is not None else None)
             else:
-                self._packer.fill_row(None)
+                self._fill_row(None)
         return _tensors(ids, entropies)
 
     def state(self) -> IteratorState:
         """The position after the batches yielded so far."""
+        if self.order == "shuffled":
+            epoch, position, offset = self._epoch_start
+            return IteratorState(epoch, position, offset, self.seed, self.split, self._fingerprint, "shuffled",
+                                 self._rows_done)
         p = self._packer
         return IteratorState(p.epoch, p.position, p.offset, self.seed, self.split, self._fingerprint)
 
@@ -271,12 +325,19 @@ class ByteBatchIterator:
         """
         if isinstance(state, dict):
             state = IteratorState.from_dict(state)
-        expected = {"seed": self.seed, "split": self.split, "data_fingerprint": self._fingerprint}
+        expected = {"seed": self.seed, "split": self.split, "data_fingerprint": self._fingerprint, "order": self.order}
         for key, value in expected.items():
             if getattr(state, key) != value:
                 raise DataError(f"iterator state has {key}={getattr(state, key)!r} but this iterator has {value!r}; "
-                                "resume with the seed, split and prepared data it was saved with")
-        self._packer.seek(state.epoch, state.position, state.offset)
+                                "resume with the seed, split, prepared data and row order it was saved with")
+        if self.order == "stream":
+            self._packer.seek(state.epoch, state.position, state.offset)
+            return
+        self._start_epoch(state.epoch, state.position, state.offset)
+        if not 0 <= state.rows <= len(self._row_starts):
+            raise DataError(f"iterator state has {state.rows} rows done of epoch {state.epoch}, which has "
+                            f"{len(self._row_starts)}")
+        self._rows_done = state.rows
 
 
 def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, split: str = "val",

@@ -42,6 +42,7 @@ from blt.train import (
     TrainResult,
     default_train_config,
     init_distributed,
+    recorded_train_config,
     resolve_device,
 )
 
@@ -102,7 +103,7 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
         # the run's own copy of the model (its checkpoints' weights), so that the pretrained run may be gone
         has_weights = (out / WEIGHTS_FILE).is_file() or latest_checkpoint(out / "checkpoints") is not None
         init = load(out if has_weights else record["finetune"]["init"], device=device)
-        tcfg = TrainConfig.from_dict(record["train"])
+        tcfg = recorded_train_config(record["train"])
         if opts.steps is not None and opts.steps != tcfg.steps:
             if opts.steps < 1:
                 raise BLTError("--steps must be >= 1")

@@ -333,7 +333,8 @@ def spread_sample(
     """
     if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 1:
         raise ValueError(f"rows must be a positive number of sequences, got {rows!r}")
-    iterator = ByteBatchIterator(data, split, seq_len=seq_len, batch_size=1, seed=seed, entropies=entropies)
+    iterator = ByteBatchIterator(data, split, seq_len=seq_len, batch_size=1, seed=seed, entropies=entropies,
+                                 order="stream")
     documents = data.split(split)
     ends = np.cumsum(documents.lengths[epoch_order(len(documents), seed, 0)])  # stream bytes up to each document's end
     total = int(ends[-1])

@@ -86,7 +86,7 @@ def test_worked_examples_of_packing(tmp_path, prepare_dir, documents, seq_len, r
 @given(seq_len=st.integers(2, 150), batch_size=st.integers(1, 4), seed=st.integers(0, 3))
 def test_every_train_byte_is_covered_once_per_epoch_in_rows_that_start_with_bos(packed, seq_len, batch_size, seed):
     split = packed.split("train")
-    it = ByteBatchIterator(packed, "train", seq_len, batch_size, seed)
+    it = ByteBatchIterator(packed, "train", seq_len, batch_size, seed, order="stream")
     batches = []
     while it.epoch == 0:
         batches.append(next(it))
@@ -98,14 +98,39 @@ def test_every_train_byte_is_covered_once_per_epoch_in_rows_that_start_with_bos(
 
 
 @fixture_settings
-@given(k=st.integers(0, 40), seed=st.integers(0, 3))
-def test_resuming_from_a_saved_state_gives_the_same_next_batches(packed, k, seed):
-    it = ByteBatchIterator(packed, "train", 64, 3, seed)
+@given(seq_len=st.integers(2, 150), seed=st.integers(0, 3))
+def test_shuffled_rows_are_the_stream_rows_of_each_epoch_in_another_order(packed, seq_len, seed):
+    stream = ByteBatchIterator(packed, "train", seq_len, 1, seed, order="stream")
+    shuffled = ByteBatchIterator(packed, "train", seq_len, 1, seed)
+    for epoch in range(2):
+        in_order = []
+        while stream.epoch == epoch:
+            in_order.append(next(stream)[0].tolist())
+        assert shuffled.epoch == epoch
+        rows = [next(shuffled)[0].tolist() for _ in in_order]
+        assert sorted(rows) == sorted(in_order)  # every id in exactly one row, as in the stream
+        if len(in_order) >= 8:
+            assert rows != in_order
+    assert shuffled.epoch == 2
+
+
+def test_shuffled_batches_hold_rows_from_all_over_the_split(packed):
+    """Consecutive rows hold one or two documents; shuffled ones, many (each document of the fixture
+    repeats a byte of its own)."""
+    documents = lambda batch: len({int(v) for v in batch.flatten().tolist() if v >= OFFSET})
+    assert documents(next(ByteBatchIterator(packed, "train", 16, 8, 0))) > \
+        documents(next(ByteBatchIterator(packed, "train", 16, 8, 0, order="stream")))
+
+
+@fixture_settings
+@given(k=st.integers(0, 40), seed=st.integers(0, 3), order=st.sampled_from(["shuffled", "stream"]))
+def test_resuming_from_a_saved_state_gives_the_same_next_batches(packed, k, seed, order):
+    it = ByteBatchIterator(packed, "train", 64, 3, seed, order=order)
     for _ in range(k):
         next(it)
     saved = json.dumps(it.state().to_dict())
     expected = [next(it) for _ in range(5)]
-    fresh = ByteBatchIterator(PreparedData.open(packed.path), "train", 64, 3, seed)
+    fresh = ByteBatchIterator(PreparedData.open(packed.path), "train", 64, 3, seed, order=order)
     fresh.load_state(IteratorState.from_dict(json.loads(saved)))
     assert all(torch.equal(next(fresh), e) for e in expected)
 
@@ -197,6 +222,7 @@ def test_states_from_another_seed_split_or_data_are_refused(packed, corpus, prep
         (ByteBatchIterator(packed, "train", 16, 2, 1), "seed=0 but this iterator has 1"),
         (ByteBatchIterator(packed, "val", 16, 2, 0), "split='train' but this iterator has 'val'"),
         (ByteBatchIterator(prepare_dir([corpus]), "train", 16, 2, 0), "data_fingerprint="),
+        (ByteBatchIterator(packed, "train", 16, 2, 0, order="stream"), "order='shuffled' but this iterator has 'stream'"),
     ]:
         with pytest.raises(DataError, match=message):
             other.load_state(state)

@@ -67,8 +67,8 @@ def test_spread_sample_rows_are_training_rows_from_all_over_the_split(labelled):
             assert row[eos[0] + 1] == BOS_ID
     assert spread_sample(labelled, "train", 32, 20, seed=3).equal(sample)  # deterministic
     assert not spread_sample(labelled, "train", 32, 20, seed=4).equal(sample)
-    # The first batch of the training iterator, the sample calibration used to take, sees 2 or 3 documents.
-    assert len(documents_of(next(ByteBatchIterator(labelled, "train", 32, 20, seed=3)))) <= 3
+    # Twenty consecutive rows of the stream (a first batch in stream order) see 2 or 3 documents.
+    assert len(documents_of(next(ByteBatchIterator(labelled, "train", 32, 20, seed=3, order="stream")))) <= 3
     assert len(documents_of(sample)) >= 20
 
 

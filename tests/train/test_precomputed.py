@@ -68,7 +68,8 @@ def test_patches_from_precomputed_entropies_equal_on_the_fly_ones_from_document_
     first document start on (the row's start when it is one, else its first inner BOS) the entropy model
     sees what precomputing saw, so the entropies agree to float16 precision and the patches exactly."""
     precompute_entropies(data, entropy_model, source="ent", progress=False)
-    it = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=PrecomputedEntropies.find(data, entropy_model))
+    it = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=PrecomputedEntropies.find(data, entropy_model),
+                           order="stream")  # a row starts at a document start when the state's offset is 0
     rows, stored_rows, firsts = [], [], []
     for _ in range(150):
         at_document_start = it.state().offset == 0
@@ -108,6 +109,20 @@ def test_blt_objective_patches_by_the_entropies_it_is_given(data, entropy_model,
     assert torch.equal(given_loss, loss) and given_stats == stats
     _, shifted = objective.loss_sum(model, ids, entropies + 10)  # every byte its own patch: entropies are used
     assert shifted["patches"] == ids[:, 1:].numel()
+
+
+def test_shuffled_rows_carry_the_entropies_of_their_stream_rows(data, entropy_model):
+    if PrecomputedEntropies.find(data, entropy_model) is None:
+        precompute_entropies(data, entropy_model, source="ent", progress=False)
+    stored = PrecomputedEntropies.find(data, entropy_model)
+    stream = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=stored, order="stream")
+    rows = []
+    while stream.epoch == 0:
+        ids, entropies = next(stream)
+        rows.append((ids[0].tolist(), entropies[0].tolist()))
+    shuffled = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=stored)
+    shuffled_rows = [(ids[0].tolist(), entropies[0].tolist()) for ids, entropies in (next(shuffled) for _ in rows)]
+    assert sorted(shuffled_rows) == sorted(rows) and shuffled_rows != rows
 
 
 def train(data: PreparedData, out: Path, entropy_run: Path, logs: list[str], steps: int = 2, resume: bool = False):

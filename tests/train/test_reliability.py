@@ -262,3 +262,23 @@ def test_a_model_too_big_for_the_machine_is_refused_before_anything_is_made(text
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "parameters" in err and "choose smaller widths" in err, err
     assert not out.exists()
+
+
+def test_a_run_from_before_shuffled_rows_resumes_in_stream_order(text_data, tmp_path):
+    run = tmp_path / "old"
+    argv = ["train-entropy", "--data", str(text_data.path), "--out", str(run), "--steps", "3", "--quiet",
+            *sets(ENTROPY_SET + TRAIN_SET), "--set", "train.row_order=stream", "--set", "train.checkpoint_every=1"]
+    assert main(argv) == 0
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
+    shutil.rmtree(run / "checkpoints" / "step_00000003")  # as if killed after step 2's checkpoint
+    (run / "model.safetensors").unlink()
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["row_order"]  # what a run written before rows were shuffled records
+    (run / "config.json").write_text(json.dumps(config))
+    for state_file in (run / "checkpoints").glob("*/state.json"):
+        state = json.loads(state_file.read_text())
+        del state["data"]["order"], state["data"]["rows"]
+        state_file.write_text(json.dumps(state))
+    assert main(argv[:8] + ["--resume"]) == 0  # no --set: the order comes from what the run recorded
+    assert [r["loss"] for r in read_metrics(run / "metrics.jsonl")] == losses
+    assert json.loads((run / "config.json").read_text())["train"]["row_order"] == "stream"

@@ -237,8 +237,8 @@ def test_gradient_accumulation_matches_one_big_batch(text_data, tmp_path):
     one.fit()
     accumulated = make_trainer(text_data, tmp_path / "acc", steps=3, grad_accum=2)
     accumulated.fit()
-    for a, b in zip(one.model.parameters(), accumulated.model.parameters()):
-        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+    for a, b in zip(one.model.parameters(), accumulated.model.parameters()):  # sums in another order, then
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # AdamW divides by small second moments
 
 
 def _free_port() -> int:
@@ -277,7 +277,7 @@ def test_two_processes_follow_one_process(text_data, tmp_path, parallel):
         assert abs(a - b) <= 1e-4 * abs(b)
     final = latest_checkpoint(tmp_path / "ddp" / "checkpoints")
     for name, value in single.model.state_dict().items():
-        torch.testing.assert_close(final.model[name], value, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(final.model[name], value, atol=5e-5, rtol=1e-4)
     resumed = make_trainer(text_data, tmp_path / "ddp", steps=5)  # a sharded run resumes in one process
     resumed.fit(resume=True)
     assert resumed.step == 5
