@@ -453,7 +453,7 @@ class Trainer:
         window_start, window_bytes = time.perf_counter(), 0
         last_saved = time.monotonic()
         last, val_bpb = {"loss": float("nan")}, None
-        stop_requests = _StopRequests()
+        stop_requests, stopped = _StopRequests(), False
         try:
             while self.step < cfg.steps:
                 last = self.train_step()
@@ -489,12 +489,13 @@ class Trainer:
                     path = self.save_checkpoint()
                     last_saved = time.monotonic()
                 if stop and not done:
+                    stopped = True  # on every process, also those that got no signal themselves
                     bar.close()
                     self.log(f"stopped at step {self.step} by a signal; saved {path}; continue with --resume")
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
-            if not stop_requests.requested:  # raised by the code it interrupted: the step is whole, save it
+            if not (stopped or stop_requests.requested):  # raised by the code it interrupted: the step is whole
                 path = self.save_checkpoint()
                 self.log(f"interrupted at step {self.step}; saved {path}; continue with --resume")
             raise
