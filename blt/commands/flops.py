@@ -80,7 +80,8 @@ def _run_report(args: argparse.Namespace) -> dict[str, object]:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """Refuse options that would be ignored, and a --json that can't be written, before counting anything."""
+    """Refuse options that would be ignored, sizes no model has, and a --json that can't be written, before
+    counting anything."""
     if args.run is not None:
         config_options = {"--preset": args.preset, "--set": args.overrides or None, "--entropy-preset": args.entropy_preset,
                           "--baseline": args.baseline or None, "--vocab-size": args.vocab_size,
@@ -94,6 +95,10 @@ def check_options(args: argparse.Namespace) -> None:
             raise BLTError("--vocab-size and --bytes-per-token describe the BPE baseline; add --baseline bpe")
         if not args.baseline and any(o.startswith(TOKEN_PREFIX) for o in args.overrides):
             raise BLTError(f"--set {TOKEN_PREFIX}KEY=VALUE changes the token baselines; add --baseline bpe or byte")
+    if args.patch_size is not None and args.patch_size < 1:
+        raise BLTError(f"--patch-size: patch size must be >= 1 byte (e.g. 4.5, 6 or 8), got {args.patch_size}")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise BLTError(f"--seq-len: sequence length must be >= 1, got {args.seq_len}")
     check_output_file(args.json, "--json")
 
 

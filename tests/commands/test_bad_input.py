@@ -54,6 +54,7 @@ PENDING: frozenset[tuple[str, str]] = frozenset({
     ("train-entropy --resume", "--set#bad: --set a model value the config refuses"),
     ("train-entropy --resume", "--out: ent with config.json of a token_model run"),
     ("finetune", "--lr: 0.0, the open end of (0.0, None)"),
+    ("train-baseline --kind bpe", "--vocab-size: zero"),
 })
 
 SHORT_EXAMPLES = 50  # cases per template in CI
@@ -286,7 +287,7 @@ class Case:
 
 # --- bad values -----------------------------------------------------------------------------------------------
 
-NO_NUL = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")  # argv can't hold NUL
+NO_NUL = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")  # argv can't hold NUL
 NOT_UTF8 = ["caf\udce9", "\udcff\udcfe", "na\udcefve"]  # bytes that are not UTF-8, as Python decodes argv
 
 
@@ -314,7 +315,9 @@ def huge_int() -> st.SearchStrategy[Bad]:
 
 
 def int_below(least: int) -> st.SearchStrategy[Bad]:
-    return st.integers(-(2**63) + 1, least - 1).map(lambda v: Bad(f"an integer below {least}", const(str(v)), str(v)))
+    def bad(v: int) -> Bad:
+        return Bad("zero" if v == 0 else f"an integer below {least}", const(str(v)), str(v))
+    return st.integers(-(2**63) + 1, least - 1).map(bad)
 
 
 def int_above(most: int) -> st.SearchStrategy[Bad]:
@@ -352,7 +355,8 @@ def float_outside(low: float | None, high: float | None, low_open: bool = False,
     span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
     def bad(v: float) -> Bad:
-        kind = f"{v!r}, the open end of {span}" if v in (low, high) else f"a number outside {span}"
+        bound = next((b for b in (low, high) if b is not None and v == b), None)
+        kind = f"{float(bound)!r}, the open end of {span}" if bound is not None else f"a number outside {span}"
         return Bad(kind, const(repr(v)), repr(v))
     return st.one_of(*parts, *(st.just(float(b)) for b in (low, high) if b is not None)).filter(outside).map(bad)
 
@@ -433,13 +437,14 @@ def junk_directory() -> st.SearchStrategy[Bad]:
     return st.binary(max_size=100).map(lambda data: Bad("a directory of other files", make(data), f"{len(data)} bytes"))
 
 
-def not_a_directory() -> st.SearchStrategy[Bad]:
-    """For a slot that needs an existing directory (a run, prepared data, a checkpoint)."""
+def unusable_directory() -> st.SearchStrategy[Bad]:
+    """For a slot that needs a directory of some kind (a run, prepared data, a checkpoint): a missing path, a
+    file, an empty directory, a directory of other files, a path under a file."""
     return st.one_of(missing(), a_file(), a_directory(), junk_directory(), under_a_file())
 
 
-def not_a_file() -> st.SearchStrategy[Bad]:
-    """For a slot that needs an existing file whose bytes may be anything."""
+def unusable_file() -> st.SearchStrategy[Bad]:
+    """For a slot that needs an existing file, whatever its bytes: a missing path, a directory, a path under a file."""
     return st.one_of(missing(), a_directory(), under_a_file())
 
 
@@ -680,7 +685,7 @@ def wrong_kind(*sources: str) -> st.SearchStrategy[Bad]:
 
 
 def bad_run(*sources: str, weights: bool = True, inner: bool = True) -> st.SearchStrategy[Bad]:
-    return st.one_of(not_a_directory(), *(broken_run(s, weights, inner) for s in sources))
+    return st.one_of(unusable_directory(), *(broken_run(s, weights, inner) for s in sources))
 
 
 SHARD = "train-00000.bin"
@@ -728,7 +733,7 @@ def flipped_shard() -> st.SearchStrategy[tuple[str, Corrupt]]:
 def bad_data(verify: bool = True) -> st.SearchStrategy[Bad]:
     """Not a prepared directory, or a corrupt copy of the world's (a flipped byte only when shards are verified)."""
     corruptions = st.one_of(data_broken(), flipped_shard()) if verify else data_broken()
-    return st.one_of(not_a_directory(), corrupt_copy("data", corruptions))
+    return st.one_of(unusable_directory(), corrupt_copy("data", corruptions))
 
 
 def existing(source: str) -> st.SearchStrategy[Bad]:
@@ -765,21 +770,23 @@ TOKEN_SETS = [("dim", "abc"), ("dim", "3"), ("n_heads", "5"), ("vocab_size", "10
               ("ffn_dim", "0"), ("dim", str(10**30)), ("window", "0")]
 TOKEN_HUGE = [("dim", "1000000000")]
 TRAIN_SETS = [("nope", "1"), ("lr", "abc"), ("lr", "0"), ("lr", "-1"), ("lr", "NaN"), ("lr", "Infinity"),
-              ("batch_size", "0"), ("batch_size", "abc"), ("batch_size", str(10**30)), ("seq_len", "1"),
-              ("seq_len", "65"), ("steps", "0"), ("grad_accum", "0"), ("warmup_steps", "-1"), ("min_lr_ratio", "2"),
+              ("batch_size", "0"), ("batch_size", "abc"), ("batch_size", str(10**30)), ("seq_len", "1"), ("steps", "0"), ("grad_accum", "0"), ("warmup_steps", "-1"), ("min_lr_ratio", "2"),
               ("precision", "fp16"), ("parallel", "nope"), ("keep_checkpoints", "0"), ("log_every", "0"),
               ("eval_batches", "0"), ("checkpoint_minutes", "-1"), ("checkpoint_minutes", "NaN"), ("seed", "abc"),
               ("beta1", "NaN"), ("weight_decay", "-1"), ("eval_every", "-1")]
+PAST_MAX_SEQ_LEN = [("seq_len", "65")]  # the micro entropy model's and BLT's max_seq_len is 64
 
 
-def bad_sets(model: list[tuple[str, str]], huge: list[tuple[str, str]] = (), train: bool = True, prefix: str = "",
-             train_prefix: str = "train.") -> st.SearchStrategy[Bad]:
+def bad_sets(model: list[tuple[str, str]], huge: list[tuple[str, str]] = (),
+             train: list[tuple[str, str]] = TRAIN_SETS, prefix: str = "") -> st.SearchStrategy[Bad]:
+    """--set values refused whatever else is set: malformed or unknown keys, ``model`` values, ``huge`` sizes,
+    ``train`` values (``train.`` keys)."""
     parts = [st.sampled_from(MALFORMED_SETS).map(lambda v: Bad("--set malformed or unknown", const(prefix + v), v)),
              overrides("--set a model value the config refuses", model, prefix)]
     if huge:
         parts.append(overrides("--set a model size no memory holds", list(huge), prefix))
     if train:
-        parts.append(overrides("--set a training value the config refuses", TRAIN_SETS, train_prefix))
+        parts.append(overrides("--set a training value the config refuses", train, "train."))
     return st.one_of(*parts)
 
 
@@ -793,18 +800,18 @@ def bad_words() -> st.SearchStrategy[Bad]:
     """A word list with no lower-case words (binary without a-z), too few to split, or no file at all."""
     no_words = st.binary(min_size=1, max_size=200).map(lambda b: bytes(c for c in b if not 97 <= c <= 122) or b"1")
     few = st.lists(st.sampled_from(pseudo_words()), min_size=1, max_size=6).map(words_file)
-    return st.one_of(not_a_file(), empty_file(), a_file("a word list without words", no_words),
+    return st.one_of(unusable_file(), empty_file(), a_file("a word list without words", no_words),
                      a_file("a word list of too few words", few))
 
 
 def bad_noise_text() -> st.SearchStrategy[Bad]:
     short = st.one_of(st.binary(max_size=150), st.text(NO_NUL, max_size=100).map(lambda t: t.encode()))
-    return st.one_of(not_a_file(), a_file("a text too short for a passage", short))
+    return st.one_of(unusable_file(), a_file("a text too short for a passage", short))
 
 
 def bad_tokenizer() -> st.SearchStrategy[Bad]:
     shapes = st.sampled_from([b"[]", b"{}", b'{"model": 5}', b'{"model": {"type": "BPE"}}', b"null"])
-    return st.one_of(not_a_file(), empty_file(), a_file("binary", st.binary(min_size=1, max_size=200)),
+    return st.one_of(unusable_file(), empty_file(), a_file("binary", st.binary(min_size=1, max_size=200)),
                      a_file("JSON that is not a tokenizer", shapes))
 
 
@@ -857,12 +864,12 @@ TEMPLATES: dict[str, Template] = {
                                       {"DIR": bad_data(verify=False)}),
     "train-entropy": Template("train-entropy", training(MICRO_ENTROPY), {
         **COMMON_TRAINING,
-        "--set#bad": bad_sets(ENTROPY_SETS, ENTROPY_HUGE),
+        "--set#bad": bad_sets(ENTROPY_SETS, ENTROPY_HUGE, TRAIN_SETS + PAST_MAX_SEQ_LEN),
     }),
     "train-entropy --resume": Template("train-entropy", {"--data": world_path("data"), "--out": copied("ent", True),
                                                          "--resume": None, "--steps": "2", "--quiet": None}, {
         "--data": bad_data(),
-        "--out": st.one_of(not_a_directory(), broken_run("ent", weights=False, checkpoints=True)),
+        "--out": st.one_of(unusable_directory(), broken_run("ent", weights=False, checkpoints=True)),
         "--steps": bad_int(1),
         "--set#bad": bad_sets(ENTROPY_SETS),
     }),
@@ -876,7 +883,7 @@ TEMPLATES: dict[str, Template] = {
         "--patching": not_a_choice(["entropy", "monotonic", "combined", "static", "space", "bpe", "byte"]),
         "--patch-size": bad_int(1),
         "--tokenizer": any_value("--tokenizer without --patching bpe"),
-        "--set#bad": bad_sets(BLT_SETS, BLT_HUGE),
+        "--set#bad": bad_sets(BLT_SETS, BLT_HUGE, TRAIN_SETS + PAST_MAX_SEQ_LEN),
     }),
     "train --patching bpe": Template("train", training(MICRO_BLT, {"--patching": "bpe", "--vocab-size": "300"}), {
         "--vocab-size": bad_int(260, 2**24),
@@ -918,7 +925,7 @@ TEMPLATES: dict[str, Template] = {
                              st.just(Bad("--curve a directory", lambda ctx: _write(ctx, "curve.png", None)))),
     }),
     "patch FILE": Template("patch", {"FILE": world_path("text.txt"), "--entropy-model": world_path("ent")}, {
-        "FILE": st.one_of(not_a_file(), empty_file()),
+        "FILE": st.one_of(unusable_file(), empty_file()),
         "--mode": st.just(Bad("--mode static with --patch-size 0", const(["static", "--patch-size", "0"]))),
     }),
     "patch --data": Template("patch", {"--data": copied("data"), "--entropy-model": world_path("ent")}, {
@@ -944,7 +951,7 @@ TEMPLATES: dict[str, Template] = {
         "--device": bad_device(),
     }),
     "generate --prompt-file": Template("generate", {"RUN": world_path("blt"), "--prompt-file": world_path("text.txt"),
-                                                    "--max-bytes": "3"}, {"--prompt-file": not_a_file()}),
+                                                    "--max-bytes": "3"}, {"--prompt-file": unusable_file()}),
     "eval": Template("eval", {"RUN": world_path("blt"), "--batches": "1"}, {
         "RUN": st.one_of(bad_run("blt", "ent", "byte", "bpe"),
                          corrupt_copy("blt", st.one_of(
@@ -1007,7 +1014,7 @@ TEMPLATES: dict[str, Template] = {
     }),
     "flops": Template("flops", {}, {
         "--preset": not_a_choice(["tiny", "small", "1b", "8b"]),
-        "--set#bad": bad_sets(BLT_SETS, train=False),
+        "--set#bad": bad_sets(BLT_SETS, train=[]),
         "--patch-size": bad_float(1.0, None),
         "--seq-len": bad_int(1),
         "--entropy-preset": not_a_choice(["tiny", "small", "100m", "released"]),
@@ -1034,7 +1041,7 @@ TEMPLATES: dict[str, Template] = {
     }),
     "convert --from-hf": Template("convert", {"--from-hf": world_path("hf"), "--out": fresh("converted")}, {
         "--from-hf": st.one_of(
-            not_a_directory(), wrong_kind("blt", "ent"),
+            unusable_directory(), wrong_kind("blt", "ent"),
             corrupt_copy("hf", st.one_of(
                 json_garbage("config.json"),
                 st.sampled_from([
@@ -1066,7 +1073,7 @@ TEMPLATES: dict[str, Template] = {
     "convert --from-bytelatent": Template("convert", {"--from-bytelatent": world_path("bytelatent"),
                                                       "--out": fresh("converted")}, {
         "--from-bytelatent": st.one_of(
-            not_a_directory(), wrong_kind("hf", "blt"),
+            unusable_directory(), wrong_kind("hf", "blt"),
             corrupt_copy("bytelatent", st.one_of(
                 json_garbage("config.json"),
                 st.sampled_from([
@@ -1098,7 +1105,7 @@ TEMPLATES: dict[str, Template] = {
             ), "entropy_model/"),
         ),
         "--out": bad_out("ent", "data"),
-        "--entropy-model": not_a_directory(),
+        "--entropy-model": unusable_directory(),
         "--threshold": any_value("--threshold with --from-bytelatent"),
     }),
     "compare": Template("compare", {"--data": world_path("data"), "--entropy-model": world_path("ent"),
@@ -1121,7 +1128,7 @@ TEMPLATES: dict[str, Template] = {
             literal("--set without a prefix", ["dim=1", "batch_size=8", "nope=1"]),
             overrides("--set a BLT value the config refuses", BLT_SETS, "blt."),
             overrides("--set a token-model value the config refuses", TOKEN_SETS, "token."),
-            overrides("--set a training value the config refuses", TRAIN_SETS, "train.")),
+            overrides("--set a training value the config refuses", TRAIN_SETS + PAST_MAX_SEQ_LEN, "train.")),
     }),
     "bench": Template("bench", {"CASE": "model", "--suite": "quick"}, {
         "CASE": not_a_choice(["model", "patching", "training", "generation"]),
