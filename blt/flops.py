@@ -34,7 +34,6 @@ entropies can be computed once ahead of training, `blt patch --data`), as `blt c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from blt.errors import ConfigError
 from blt.model.byte_latent import ByteLatentTransformer, parameter_counts
 from blt.patching.entropy_model import EntropyModel
 from blt.run import ENTROPY_SUBDIR, read_run_config
+from blt.train import read_metrics
 
 TRAINING_MULTIPLIER = 3  # forward + backward ≈ 3 × forward
 DEFAULT_PATCH_SIZE = 4.5  # bytes per patch of the paper's entropy-patched BLT models
@@ -324,23 +324,14 @@ def _measured_patch_size(run_dir: Path) -> float | None:
     logging windows (``window_targets`` / ``window_patches``), or, for runs logged before those existed, the
     mean of the logged ``mean_patch_size`` values."""
     targets = patches = 0.0
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            targets += record.get("window_targets", 0.0)
-            patches += record.get("window_patches", 0.0)
+    for record in read_metrics(run_dir / "metrics.jsonl"):  # a last line a kill cut short is left out
+        targets += record.get("window_targets", 0.0)
+        patches += record.get("window_patches", 0.0)
     return targets / patches if patches else _mean_metric(run_dir, "mean_patch_size")
 
 
 def _mean_metric(run_dir: Path, key: str) -> float | None:
-    values = []
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if key in record:
-                values.append(float(record[key]))
+    values = [float(record[key]) for record in read_metrics(run_dir / "metrics.jsonl") if key in record]
     return sum(values) / len(values) if values else None
 
 

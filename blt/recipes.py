@@ -47,6 +47,7 @@ from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_patching
 from blt.run import (
     ENTROPY_SUBDIR,
+    KIND_NAMES,
     copy_entropy_model,
     expected_shapes,
     load,
@@ -100,6 +101,19 @@ def _interrupted_setup(out: Path) -> bool:
     return all(e.name in SETUP_FILES or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in out.iterdir())
 
 
+def check_run_dir(out: Path, force: bool) -> None:
+    """Refuse, before any work, to write a new run over an existing one (unless ``force``) or over a folder
+    that isn't a run."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BLTError(f"{out} exists and is not a directory; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise BLTError(f"{out} already exists; pass --resume to continue it or --force to start over")
+        if not (out / "config.json").is_file() and not _interrupted_setup(out):
+            raise BLTError(f"--force: {out} is not empty and not a run directory; refusing to delete it")
+
+
 def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     """Refuse to clobber a run unless asked; never delete a folder that isn't a run."""
     out = Path(out)
@@ -110,15 +124,28 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
                                "so there is nothing to resume; start it again with --force")
             raise BLTError(f"--resume: {out} is not a run directory (no config.json)")
         return
-    if out.exists() and not out.is_dir():
-        raise BLTError(f"{out} exists and is not a directory; choose another --out")
+    check_run_dir(out, force)
     if out.exists() and any(out.iterdir()):
-        if not force:
-            raise BLTError(f"{out} already exists; pass --resume to continue it or --force to start over")
-        if not (out / "config.json").is_file() and not _interrupted_setup(out):
-            raise BLTError(f"--force: {out} is not empty and not a run directory; refusing to delete it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def resumed_record(opts: RunOptions, kind: str) -> dict:
+    """The config.json of the run ``opts.out`` that a resume continues, after checking that it is a run of
+    ``kind`` and that no model value is being changed (the weights have the shapes they were made with): the
+    command that made the run, with --resume added, is a resume."""
+    prepare_run_dir(opts.out, resume=True, force=False)
+    record = read_run_config(opts.out)
+    if record["kind"] != kind:
+        raise BLTError(f"--resume: {opts.out} is {KIND_NAMES[record['kind']]}, not {KIND_NAMES[kind]}; resume it "
+                       "with the command that made it")
+    recorded = {"blt": BLTConfig, "entropy_model": EntropyModelConfig, "token_model": TokenModelConfig}[kind].from_dict(
+        record["model"])
+    for override in opts.model_overrides:
+        if recorded.with_overrides([override]) != recorded:
+            raise ConfigError(f"--resume continues {opts.out} with the model it was made with; --set {override} "
+                              "would change it (only train.KEY=VALUE can change on a resume)")
+    return record
 
 
 def check_training_data(data: PreparedData, tcfg: TrainConfig) -> None:
@@ -187,12 +214,12 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     world = init_distributed(device)
     data = PreparedData.open(opts.data)
     if opts.resume:
-        prepare_run_dir(opts.out, resume=True, force=False)
-        record = read_run_config(opts.out)
+        record = resumed_record(opts, "entropy_model")
         cfg = EntropyModelConfig.from_dict(record["model"])
         tcfg = _resumed_train_config(opts, record, world, cfg)
         check_training_data(data, tcfg)
     else:
+        check_run_dir(opts.out, opts.force)
         cfg = EntropyModelConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         tcfg = _train_config(opts, default_train_config("entropy_model", opts.preset))
         _check_seq_len(cfg, tcfg)
@@ -285,8 +312,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     data = PreparedData.open(opts.data)
     stored = None
     if opts.resume:
-        prepare_run_dir(opts.out, resume=True, force=False)
-        record = read_run_config(opts.out)
+        record = resumed_record(opts, "blt")
         cfg = BLTConfig.from_dict(record["model"])
         tcfg = _resumed_train_config(opts, record, world, cfg)
         check_training_data(data, tcfg)
@@ -294,6 +320,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         if entropy_model is not None:
             stored = entropies_of_resumed_run(data, entropy_model, record, main_log)
     else:
+        check_run_dir(opts.out, opts.force)  # before calibrating, which takes a while
         cfg = BLTConfig.preset(opts.preset).with_overrides(opts.model_overrides)
         cfg = cfg.replace(patching=PatchingConfig.from_dict({**cfg.patching.to_dict(), **(patching or {})}))
         tcfg = _train_config(opts, default_train_config("blt", opts.preset))
@@ -374,8 +401,9 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
     main_log = log if world.is_main else (lambda message: None)
     data = PreparedData.open(opts.data)
     if opts.resume:
-        prepare_run_dir(opts.out, resume=True, force=False)
+        resumed_record(opts, "token_model")
     else:
+        check_run_dir(opts.out, opts.force)
         if tokenizer not in TOKENIZER_KINDS:
             raise ConfigError(f"tokenizer must be one of {list(TOKENIZER_KINDS)}, not {tokenizer!r}")
         if tokenizer == "byte" and (vocab_size is not None or tokenizer_file is not None):
@@ -388,7 +416,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
         check_training_data(data, tcfg)
         if vocab_size is not None and tokenizer_file is not None:
             raise ConfigError("pass --vocab-size to learn a BPE, or --tokenizer to use one, not both")
-        size = vocab_size or base.vocab_size
+        size = base.vocab_size if vocab_size is None else vocab_size
         learn = tokenizer == "bpe" and tokenizer_file is None
         if learn and size < MIN_BPE_VOCAB:
             raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {size}")

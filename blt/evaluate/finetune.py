@@ -85,7 +85,7 @@ def finetune_train_config(base: TrainConfig, opts: FinetuneOptions) -> TrainConf
     """The pretraining config with the finetuning steps, a short warmup, a lower peak LR and one
     validation pass and checkpoint at the end (plus ``opts.train_overrides``)."""
     steps = opts.steps or DEFAULT_STEPS
-    cfg = base.replace(steps=steps, warmup_steps=max(0, steps // 10), lr=opts.lr or base.lr / 2,
+    cfg = base.replace(steps=steps, warmup_steps=max(0, steps // 10), lr=base.lr / 2 if opts.lr is None else opts.lr,
                        eval_every=0, checkpoint_every=0, seed=opts.seed)
     return cfg.with_overrides(opts.train_overrides) if opts.train_overrides else cfg
 
