@@ -84,7 +84,7 @@ def record_checksum(path: Path) -> None:
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Final weights: a safetensors file whose sha256 is recorded in ``checksums.json`` before the file takes
     its name, so that weights under that name always have a record (a kill in between leaves a record that
-    the old file, if any, fails: `weights_verified` tells, and the run writes them again)."""
+    the old file, if any, fails: `weights_intact` tells, and the run writes them again)."""
     path = Path(path)
     tmp = temporary_sibling(path)
     try:
@@ -118,12 +118,13 @@ def verify_weights(path: Path) -> bool:
     return True
 
 
-def weights_verified(path: Path) -> bool:
-    """Whether ``path`` exists and matches its recorded checksum."""
+def weights_intact(path: Path) -> bool:
+    """Whether ``path`` exists and does not contradict its recorded checksum (weights with no record count)."""
     try:
-        return Path(path).is_file() and verify_weights(path)
+        verify_weights(path)
     except CheckpointError:
         return False
+    return Path(path).is_file()
 
 
 def _write_checksum(folder: Path, name: str, size: int, sha256: str) -> None:

@@ -46,6 +46,7 @@ from blt.patching.calibration import (
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_patching
 from blt.run import (
+    CONFIG_CLASSES,
     ENTROPY_SUBDIR,
     KIND_NAMES,
     copy_entropy_model,
@@ -139,8 +140,7 @@ def resumed_record(opts: RunOptions, kind: str) -> dict:
     if record["kind"] != kind:
         raise BLTError(f"--resume: {opts.out} is {KIND_NAMES[record['kind']]}, not {KIND_NAMES[kind]}; resume it "
                        "with the command that made it")
-    recorded = {"blt": BLTConfig, "entropy_model": EntropyModelConfig, "token_model": TokenModelConfig}[kind].from_dict(
-        record["model"])
+    recorded = CONFIG_CLASSES[kind].from_dict(record["model"])
     for override in opts.model_overrides:
         if recorded.with_overrides([override]) != recorded:
             raise ConfigError(f"--resume continues {opts.out} with the model it was made with; --set {override} "
@@ -436,9 +436,7 @@ def train_token_model(opts: RunOptions, tokenizer: str = "bpe", vocab_size: int 
             write_run_config(opts.out, "token_model", base.replace(vocab_size=tok.vocab_size),
                              {"tokenizer": info, "train": tcfg.to_dict(), "data": str(opts.data)})
         world.barrier()
-    record = read_run_config(opts.out)
-    if record["kind"] != "token_model":
-        raise BLTError(f"{opts.out} is not a token-model run; resume it with the command that made it")
+    record = read_run_config(opts.out)  # a token-model run: made above, or checked by `resumed_record`
     cfg = TokenModelConfig.from_dict(record["model"])
     if opts.resume:
         tcfg = _resumed_train_config(opts, record, world)

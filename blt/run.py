@@ -101,14 +101,14 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     return record
 
 
-_CONFIG_CLASSES = {"blt": BLTConfig, "token_model": TokenModelConfig, "entropy_model": EntropyModelConfig}
+CONFIG_CLASSES = {"blt": BLTConfig, "token_model": TokenModelConfig, "entropy_model": EntropyModelConfig}
 _MODEL_CLASSES = {"blt": ByteLatentTransformer, "token_model": TokenLM, "entropy_model": EntropyModel}
 
 
 def build_model(kind: RunKind, model_config: dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
     """The model a run's config describes (weights not loaded), and its config. On the "meta" device nothing is
     allocated: its shapes are what a run's weights must have."""
-    cfg = _CONFIG_CLASSES[kind].from_dict(model_config)
+    cfg = CONFIG_CLASSES[kind].from_dict(model_config)
     with torch.device(device):
         return _MODEL_CLASSES[kind](cfg), cfg
 

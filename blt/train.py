@@ -36,7 +36,7 @@ from blt.checkpoint import (
     optimizer_from_tensors,
     optimizer_to_tensors,
     save_weights,
-    verify_weights,
+    weights_intact,
     write_checkpoint,
 )
 from blt.config import ConfigError, _JsonConfig, _require
@@ -521,12 +521,7 @@ class Trainer:
     def _already_complete(self) -> TrainResult:
         """A resumed run that trained all its steps before: left as it was (its final weights are written only
         when a kill came between its last checkpoint and them, or in the middle of writing them)."""
-        weights = self.run_dir / WEIGHTS_FILE
-        try:
-            whole = weights.is_file() and (verify_weights(weights) or True)  # True also for weights with no record
-        except CheckpointError:
-            whole = False
-        if not whole:
+        if not weights_intact(self.run_dir / WEIGHTS_FILE):
             self.log(f"step {self.step} was the last; writing the final weights")
             self._save_final_weights()
         records = read_metrics(self.run_dir / METRICS_FILE)
