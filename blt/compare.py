@@ -90,6 +90,7 @@ class CompareOptions:
     train_overrides: list[str] = field(default_factory=list)  # `--set train.KEY=V`
     precision: str | None = None
     evals: int = 5  # validation passes per member during training (and one at the end)
+    warmup_fraction: float | None = None  # warmup as a share of each member's steps (None: the preset's steps)
     force: bool = False  # start OUT over
     progress: bool = True
 
@@ -102,6 +103,8 @@ class CompareOptions:
         record["entropy_model"] = str(Path(self.entropy_model).resolve()) if self.entropy_model else None
         record["patch_sizes"] = [float(p) for p in self.patch_sizes]
         record["baselines"] = list(self.baselines)
+        if self.warmup_fraction is None:  # left out when unset, so plans written without it still match
+            record.pop("warmup_fraction")
         return record
 
 
@@ -137,6 +140,11 @@ def _check(opts: CompareOptions) -> None:
         raise ConfigError("BLT members need --entropy-model RUN (train one with `blt train-entropy`)")
     if opts.evals < 1:
         raise ConfigError(f"evals must be >= 1, got {opts.evals}")
+    if opts.warmup_fraction is not None:
+        if not 0 <= opts.warmup_fraction < 1:
+            raise ConfigError(f"--warmup-fraction must be in [0, 1), got {opts.warmup_fraction}")
+        if any(item.split("=", 1)[0].strip() == "warmup_steps" for item in opts.train_overrides):
+            raise ConfigError("give --warmup-fraction or --set train.warmup_steps, not both")
     if opts.vocab_size is not None and opts.vocab_size < MIN_BPE_VOCAB:
         raise ConfigError(f"--vocab-size must be at least {MIN_BPE_VOCAB} (4 specials + 256 bytes), got {opts.vocab_size}")
     blt_cfg = BLTConfig.preset(opts.preset).with_overrides(opts.blt_overrides)
@@ -295,6 +303,8 @@ def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) ->
         return "finished before"
     resume = (run_dir / "config.json").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
     train_overrides = [f"eval_every={eval_every}", f"checkpoint_every={eval_every}", *opts.train_overrides]
+    if opts.warmup_fraction is not None:
+        train_overrides.append(f"warmup_steps={warmup_steps(member.steps, opts.warmup_fraction)}")
     overrides = opts.blt_overrides if member.kind == "blt" else opts.token_overrides
     run_opts = RunOptions(data=Path(opts.data), out=run_dir, preset=opts.preset, model_overrides=list(overrides),
                           train_overrides=train_overrides, steps=member.steps, precision=opts.precision,
@@ -306,6 +316,13 @@ def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) ->
     else:
         train_token_model(run_opts, "byte", log=log)
     return "resumed" if resume else "trained"
+
+
+def warmup_steps(steps: int, fraction: float) -> int:
+    """Warmup steps of a member of ``steps`` steps: members of one budget train for very different numbers of
+    steps (at 1e13 FLOPs, tiny BLT ~170, the byte model ~40), and a fixed warmup would leave the short ones
+    below their peak learning rate."""
+    return round(fraction * steps)
 
 
 def _bytes_per_second(records: list[dict]) -> float | None:

@@ -657,5 +657,8 @@ def default_train_config(kind: str, preset: str) -> TrainConfig:
                           "eval_every": 200, "checkpoint_every": 200},
         ("entropy_model", "small"): small,
         ("blt", "small"): dict(small, lr=1e-3),
+        ("blt", "paper-xs"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 2e-3,
+                              "eval_every": 200, "checkpoint_every": 200},
+        ("blt", "paper-s"): dict(small, lr=1e-3),
     }
     return TrainConfig(**table.get((kind, preset), large))

@@ -22,7 +22,7 @@ from blt.model.layers import CausalLM
 from blt.tokenizer import VOCAB_SIZE
 
 # BPE vocabulary of each preset: small vocabularies for the CPU presets, Llama 3's 128,256 for the paper sizes.
-PRESET_VOCAB_SIZES = {"tiny": 4096, "small": 8192, "1b": 128256, "8b": 128256}
+PRESET_VOCAB_SIZES = {"tiny": 4096, "small": 8192, "paper-xs": 4096, "paper-s": 8192, "1b": 128256, "8b": 128256}
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, metavar="N", help="BPE vocabulary size (default: the preset's)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or plain fp32 (default: fp32)")
     p.add_argument("--evals", type=int, default=5, metavar="N", help="validation passes per member while training (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, metavar="F",
+                   help="warm up for this share of each member's steps (e.g. 0.1; default: the preset's fixed "
+                        "warmup steps, which the short members of a small budget may not reach)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of the BLT members (blt.KEY=V), of the baselines (token.KEY=V) or "
                         "of training (train.KEY=V), e.g. train.batch_size=8 (repeatable)")
@@ -56,7 +59,8 @@ def compare_options(args: argparse.Namespace) -> CompareOptions:
         data=args.data, out=args.out, entropy_model=args.entropy_model, budget=args.budget, preset=args.preset,
         patch_sizes=tuple(args.patch_sizes), baselines=tuple(args.baselines), vocab_size=args.vocab_size,
         blt_overrides=split["blt."], token_overrides=split["token."], train_overrides=split["train."],
-        precision=args.precision, evals=args.evals, force=args.force, progress=not args.quiet,
+        precision=args.precision, evals=args.evals,
+        warmup_fraction=args.warmup_fraction, force=args.force, progress=not args.quiet,
     )
 
 

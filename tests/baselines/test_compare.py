@@ -102,7 +102,23 @@ def test_other_settings_in_the_same_directory_are_refused(compared, text_data, e
     assert "other settings (budget)" in err and "--force" in err and len(err.splitlines()) == 1
 
 
+def test_warmup_fraction_is_a_share_of_each_members_steps(text_data, entropy_run, tmp_path):
+    opts = CompareOptions(data=text_data.path, out=tmp_path / "c", entropy_model=entropy_run, budget=3 * _budget(),
+                          patch_sizes=(2.0,), baselines=("byte",), evals=1, warmup_fraction=0.5, progress=False,
+                          blt_overrides=MICRO_BLT_SET, token_overrides=MICRO_TOKEN_SET,
+                          train_overrides=[v for v in MICRO_TRAIN_SET if not v.startswith("warmup_steps=")])
+    with torch_threads(1):
+        result = compare(opts, log=lambda message: None)
+    for member in result["members"]:
+        train = json.loads((tmp_path / "c" / member["name"] / "config.json").read_text())["train"]
+        assert train["warmup_steps"] == round(0.5 * member["steps"]) and train["steps"] == member["steps"]
+    assert len({m["steps"] for m in result["members"]}) == 2  # the members differ, and so do their warmups
+    assert "warmup_fraction" in json.loads((tmp_path / "c" / "compare_plan.json").read_text())["settings"]
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--warmup-fraction", "1"], "--warmup-fraction must be in [0, 1)"),
+    (["--warmup-fraction", "0.1", "--set", "train.warmup_steps=3"], "not both"),
     (["--set", "n_layers=2"], "prefix the key with blt., token. or train."),
     (["--budget", "0"], "--budget must be a positive number"),
     (["--patch-sizes", "0.5"], "--patch-sizes must be >= 1"),

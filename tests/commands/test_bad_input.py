@@ -819,7 +819,7 @@ COMMON_TRAINING = {
     "--data": bad_data(),
     "--out": bad_out("ent", "data"),
     "--steps": bad_int(1),
-    "--preset": not_a_choice(["tiny", "small", "100m", "released", "1b", "8b"]),
+    "--preset": not_a_choice(["tiny", "small", "paper-xs", "paper-s", "100m", "released", "1b", "8b"]),
     "--precision": not_a_choice(["fp32", "bf16"]),
     "--device": bad_device(),
 }
@@ -1003,7 +1003,7 @@ TEMPLATES: dict[str, Template] = {
         "--device": bad_device(),
     }),
     "flops": Template("flops", {}, {
-        "--preset": not_a_choice(["tiny", "small", "1b", "8b"]),
+        "--preset": not_a_choice(["tiny", "small", "paper-xs", "paper-s", "1b", "8b"]),
         "--set#bad": bad_sets(BLT_SETS, train=[]),
         "--patch-size": bad_float(1.0, None),
         "--seq-len": bad_int(1),
@@ -1112,7 +1112,8 @@ TEMPLATES: dict[str, Template] = {
         "--baselines": st.one_of(not_a_choice(["bpe", "byte"]), st.just(Bad("repeated baselines", const(["byte", "byte"])))),
         "--vocab-size": bad_int(260),
         "--evals": bad_int(1),
-        "--preset": not_a_choice(["tiny", "small", "1b", "8b"]),
+        "--warmup-fraction": bad_float(0.0, 1.0),
+        "--preset": not_a_choice(["tiny", "small", "paper-xs", "paper-s", "1b", "8b"]),
         "--precision": not_a_choice(["fp32", "bf16"]),
         "--set#bad": st.one_of(
             literal("--set without a prefix", ["dim=1", "batch_size=8", "nope=1"]),

@@ -1,0 +1,293 @@
+"""BLT against the BPE and byte baselines at several training-FLOP budgets (`blt compare` per family).
+
+    python scripts/scaling.py --data data_cache/default --entropy-model runs/scaling/entropy
+
+Three phases, each a set of `blt compare` runs under ``--runs`` (default ``runs/scaling``):
+
+1. ``sweep``: at the smallest budget, every family (BLT at patch sizes 6 and 8, BPE, bytes) at every
+   learning rate of ``--lrs``. A family's learning rate is the one with the lowest mean validation bits per
+   byte over its members; the BLT members share one.
+2. ``seeds``: at the smallest budget, each family at its learning rate with ``train.seed`` 1, so the table
+   can say which differences are larger than seed noise (seed 0 is the sweep's run). The seed sets the
+   initialisation, the row order and the BPE tokenizer's sample.
+3. ``budgets``: the larger budgets, each family at its learning rate, seed 0.
+
+Every member warms up for the same share of its own steps (``--warmup-fraction``). All of it resumes:
+run the same command again and finished runs are skipped, unfinished ones continue from their newest
+checkpoint. After each comparison the results are rewritten (``--results``, default ``results/scaling``):
+``scaling.json`` (every member of every run), ``scaling.md`` (tables and the reading's numbers) and
+``scaling.png`` (validation bits per byte against training FLOPs, and the gap between the best BLT and BPE).
+``--report`` only rewrites them from what has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from blt.compare import CompareOptions, compare
+from blt.fileio import atomic_path, atomic_write_text
+
+FAMILIES = {"blt": {"patch_sizes": (6.0, 8.0), "baselines": ()},
+            "bpe": {"patch_sizes": (), "baselines": ("bpe",)},
+            "byte": {"patch_sizes": (), "baselines": ("byte",)}}
+SEEDS = (0, 1)
+
+
+def run_dir(runs: Path, budget: float, family: str, lr: float, seed: int) -> Path:
+    return runs / f"budget-{budget:.0e}" / f"{family}-lr{lr:g}-seed{seed}"
+
+
+def options(args, budget: float, family: str, lr: float, seed: int) -> CompareOptions:
+    return CompareOptions(
+        data=args.data, out=run_dir(args.runs, budget, family, lr, seed), entropy_model=args.entropy_model,
+        budget=budget, preset=args.preset, precision=args.precision, evals=args.evals,
+        warmup_fraction=args.warmup_fraction, train_overrides=[f"lr={lr:g}", f"seed={seed}"],
+        progress=not args.quiet, **FAMILIES[family])
+
+
+def finished(out: Path) -> dict | None:
+    path = out / "compare.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_compare(args, budget: float, family: str, lr: float, seed: int) -> dict:
+    out = run_dir(args.runs, budget, family, lr, seed)
+    done = finished(out)
+    if done is not None:
+        return done
+    print(f"scaling: {family} at lr {lr:g}, seed {seed}, budget {budget:.0e} -> {out}", flush=True)
+    start = time.perf_counter()
+    result = compare(options(args, budget, family, lr, seed), log=lambda m: print(m, flush=True))
+    print(f"scaling: {out} done in {time.perf_counter() - start:,.0f} s", flush=True)
+    return result
+
+
+def family_score(result: dict) -> float:
+    return statistics.fmean(m["val_bpb"] for m in result["members"])
+
+
+def chosen_lrs(args) -> dict[str, float] | None:
+    """Each family's learning rate from the sweep, or None while the sweep is unfinished."""
+    smallest = min(args.budgets)
+    chosen = {}
+    for family in FAMILIES:
+        scores = {}
+        for lr in args.lrs:
+            done = finished(run_dir(args.runs, smallest, family, lr, 0))
+            if done is None:
+                return None
+            scores[lr] = family_score(done)
+        chosen[family] = min(scores, key=scores.get)
+    return chosen
+
+
+def collect(args) -> list[dict]:
+    """Every member of every finished comparison under ``--runs``, with its family, lr, seed and budget."""
+    rows = []
+    for budget_dir in sorted(args.runs.glob("budget-*")):
+        for out in sorted(budget_dir.iterdir()):
+            done = finished(out)
+            if done is None:
+                continue
+            family, lr, seed = out.name.split("-lr")[0], float(out.name.split("-lr")[1].split("-seed")[0]), \
+                int(out.name.split("-seed")[1])
+            for m in done["members"]:
+                rows.append({"budget": done["settings"]["budget"], "family": family, "lr": lr, "seed": seed,
+                             "preset": done["settings"]["preset"], "precision": done["settings"]["precision"],
+                             "bytes_per_step": done["bytes_per_step"], **m})
+    return rows
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b x -> (a, b)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def main_rows(rows: list[dict], lrs: dict[str, float]) -> list[dict]:
+    """The members at their family's learning rate, seed 0."""
+    return [r for r in rows if r["seed"] == 0 and r["lr"] == lrs.get(r["family"])]
+
+
+def gaps(rows: list[dict]) -> list[dict]:
+    """Per budget: best BLT member minus BPE (negative: BLT is better)."""
+    out = []
+    for budget in sorted({r["budget"] for r in rows}):
+        blt = [r for r in rows if r["budget"] == budget and r["kind"] == "blt"]
+        bpe = [r for r in rows if r["budget"] == budget and r["kind"] == "bpe"]
+        if blt and bpe:
+            best = min(blt, key=lambda r: r["val_bpb"])
+            out.append({"budget": budget, "best_blt": best["name"], "best_blt_bpb": best["val_bpb"],
+                        "bpe_bpb": bpe[0]["val_bpb"], "gap": best["val_bpb"] - bpe[0]["val_bpb"]})
+    return out
+
+
+def trend(gap_rows: list[dict]) -> dict | None:
+    """The gap fitted as a line in log10(FLOPs); where it would reach zero, if it shrinks."""
+    if len(gap_rows) < 2:
+        return None
+    a, b = fit_line([math.log10(g["budget"]) for g in gap_rows], [g["gap"] for g in gap_rows])
+    crossing = 10 ** (-a / b) if b < 0 < a else None
+    return {"intercept": a, "slope_per_decade": b, "crossing_flops": crossing}
+
+
+def report(args, lrs: dict[str, float] | None) -> None:
+    rows = collect(args)
+    args.results.mkdir(parents=True, exist_ok=True)
+    lrs = lrs or {}
+    main = main_rows(rows, lrs)
+    gap_rows = gaps(main)
+    record = {"settings": {"preset": args.preset, "precision": args.precision, "budgets": args.budgets,
+                           "lrs": args.lrs, "warmup_fraction": args.warmup_fraction, "data": str(args.data),
+                           "entropy_model": str(args.entropy_model)},
+              "chosen_lrs": lrs, "gaps": gap_rows, "gap_trend": trend(gap_rows),
+              "members": [{k: v for k, v in r.items()} for r in rows]}
+    atomic_write_text(args.results / "scaling.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(args.results / "scaling.md", markdown(record) + "\n")
+    if main:
+        plot(record, main, args.results / "scaling.png")
+
+
+def _unit(kind: str) -> str:
+    return {"blt": "patch", "bpe": "token", "byte": "byte"}[kind]
+
+
+def markdown(record: dict) -> str:
+    s, rows, lrs = record["settings"], record["members"], record["chosen_lrs"]
+    smallest = min(s["budgets"])
+    lines = [f"Preset `{s['preset']}`, precision {s['precision'] or 'fp32'}, warmup {s['warmup_fraction']:g} of each "
+             f"member's steps; validation bits per byte over the whole validation split.", ""]
+    sweep = [r for r in rows if r["budget"] == smallest and r["seed"] == 0]
+    if sweep:
+        lines += [f"**Learning-rate sweep** at {smallest:.0e} training FLOPs, seed 0 (chosen: lowest mean over a "
+                  "family's members)", "", "| member | " + " | ".join(f"lr {lr:g}" for lr in s["lrs"]) + " |",
+                  "|---|" + "---|" * len(s["lrs"])]
+        for name in sorted({r["name"] for r in sweep}, key=_order):
+            cells = []
+            for lr in s["lrs"]:
+                hit = [r for r in sweep if r["name"] == name and r["lr"] == lr]
+                mark = "**" if hit and lrs.get(hit[0]["family"]) == lr else ""
+                cells.append(f"{mark}{hit[0]['val_bpb']:.3f}{mark}" if hit else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    seeded = [r for r in rows if r["budget"] == smallest and lrs.get(r["family"]) == r["lr"]]
+    names = sorted({r["name"] for r in seeded if r["seed"] != 0}, key=_order)
+    if names:
+        lines += [f"**Seeds** at {smallest:.0e} FLOPs, each family at its learning rate", "",
+                  "| member | " + " | ".join(f"seed {k}" for k in SEEDS) + " | mean | spread |", "|---|" + "---|" * (len(SEEDS) + 2)]
+        for name in names:
+            vals = [next((r["val_bpb"] for r in seeded if r["name"] == name and r["seed"] == k), None) for k in SEEDS]
+            got = [v for v in vals if v is not None]
+            lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" if v is not None else "-" for v in vals)
+                         + f" | {statistics.fmean(got):.3f} | {max(got) - min(got):.3f} |")
+        lines.append("")
+    main = [r for r in rows if r["seed"] == 0 and lrs.get(r["family"]) == r["lr"]]
+    if main:
+        lines += ["**Budgets**, each family at its learning rate, seed 0", "",
+                  "| budget | member | lr | val BPB | train FLOPs/byte | inference FLOPs/byte | bytes per step of the model | steps |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(main, key=lambda r: (r["budget"], _order(r["name"]))):
+            lines.append(f"| {r['budget']:.0e} | {r['name']} | {r['lr']:g} | {r['val_bpb']:.3f} | "
+                         f"{r['train_flops_per_byte'] / 1e6:.2f}M | {r['inference_flops_per_byte'] / 1e6:.2f}M | "
+                         f"{r['bytes_per_step_of_model']:.2f} per {_unit(r['kind'])} | {r['steps']:,} |")
+        lines.append("")
+    if record["gaps"]:
+        lines += ["**Gap**: best BLT minus BPE (negative: BLT better)", "", "| budget | best BLT | BLT BPB | BPE BPB | gap |",
+                  "|---|---|---|---|---|"]
+        for g in record["gaps"]:
+            lines.append(f"| {g['budget']:.0e} | {g['best_blt']} | {g['best_blt_bpb']:.3f} | {g['bpe_bpb']:.3f} | {g['gap']:+.3f} |")
+        t = record["gap_trend"]
+        if t:
+            cross = f"{t['crossing_flops']:.1e} FLOPs" if t["crossing_flops"] else "nowhere (the gap does not shrink toward zero)"
+            lines += ["", f"Gap fitted as a line in log10(FLOPs): {t['slope_per_decade']:+.3f} bits/byte per decade; "
+                          f"it would reach zero at {cross}."]
+    return "\n".join(lines)
+
+
+def _order(name: str) -> tuple:
+    return ({"bpe": 1, "byte": 2}.get(name, 0), name)
+
+
+def plot(record: dict, main: list[dict], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    for name in sorted({r["name"] for r in main}, key=_order):
+        pts = sorted((r for r in main if r["name"] == name), key=lambda r: r["budget"])
+        line, = ax.plot([r["train_flops"] for r in pts], [r["val_bpb"] for r in pts], "o-", label=name)
+        for r in pts:  # each run's validation curve, thin, in the member's colour
+            ax.plot([c["flops"] for c in r["curve"]], [c["val_bpb"] for c in r["curve"]], "-", lw=0.6, alpha=0.4,
+                    color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"preset {record['settings']['preset']}: end of each budget's run (dots), curves (thin)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    if record["gaps"]:
+        g = record["gaps"]
+        gx.plot([x["budget"] for x in g], [x["gap"] for x in g], "o-", color="k")
+        gx.axhline(0, color="grey", lw=0.8)
+        gx.set_xscale("log")
+        gx.set_xlabel("training FLOPs per model")
+        gx.set_ylabel("best BLT minus BPE (bits/byte)")
+        gx.set_title("gap (below 0: BLT better)")
+        gx.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("data_cache/default"))
+    p.add_argument("--entropy-model", type=Path, default=Path("runs/scaling/entropy"))
+    p.add_argument("--runs", type=Path, default=Path("runs/scaling"))
+    p.add_argument("--results", type=Path, default=Path("results/scaling"))
+    p.add_argument("--preset", default="paper-xs")
+    p.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--warmup-fraction", type=float, default=0.1)
+    p.add_argument("--evals", type=int, default=5)
+    p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets"], default=["sweep", "seeds", "budgets"])
+    p.add_argument("--report", action="store_true", help="only rewrite the results from the finished runs")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    smallest = min(args.budgets)
+    if not args.report:
+        if "sweep" in args.phases:
+            for lr in args.lrs:
+                for family in FAMILIES:
+                    run_compare(args, smallest, family, lr, 0)
+                    report(args, chosen_lrs(args))
+        lrs = chosen_lrs(args)
+        if lrs is None:
+            print("scaling: the sweep is unfinished; run the sweep phase first", file=sys.stderr)
+            return 2
+        print(f"scaling: learning rates {lrs}", flush=True)
+        work = []
+        if "seeds" in args.phases:
+            work += [(smallest, family, seed) for seed in SEEDS[1:] for family in FAMILIES]
+        if "budgets" in args.phases:
+            work += [(budget, family, 0) for budget in sorted(args.budgets) if budget != smallest for family in FAMILIES]
+        for budget, family, seed in work:
+            run_compare(args, budget, family, lrs[family], seed)
+            report(args, lrs)
+    report(args, chosen_lrs(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
