@@ -1,4 +1,4 @@
-"""`blt compare`: the paper's FLOP-controlled comparison at small scale (DESIGN §6, the scaling axis).
+"""`blt compare`: the paper's FLOP-controlled comparison at small scale (docs/design.md §6, the scaling axis).
 
 Members: BLT with entropy patches calibrated to mean sizes of 4.5, 6 and 8 bytes, the BPE baseline and
 the byte baseline (`blt.baselines`). Each trains with the one loop, on the same data, batches and

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from blt.errors import ConfigError
 from blt.tokenizer import VOCAB_SIZE
 
-# Primes of the polynomial n-gram hash (DESIGN §3), in the reference's order.
+# Primes of the polynomial n-gram hash (docs/design.md §3), in the reference's order.
 HASH_PRIMES = (
     1000000007, 5915587277, 1500450271, 3267000013, 5754853343, 4093082899,
     9576890767, 3628273133, 2860486313, 5463458053, 3367900313,
@@ -271,7 +271,7 @@ class HashEmbeddingConfig(_JsonConfig):
 
 @dataclass(frozen=True)
 class PatchingConfig(_JsonConfig):
-    """How bytes are grouped into patches (DESIGN §2). One source of truth for the threshold."""
+    """How bytes are grouped into patches (docs/design.md §2). One source of truth for the threshold."""
 
     mode: PatchingMode = "entropy"  # entropy | monotonic | combined | static | space | bpe | byte
     threshold: float | None = None  # θ_g (nats) for entropy/combined; θ_r for monotonic
@@ -304,7 +304,7 @@ class PatchingConfig(_JsonConfig):
 
 @dataclass(frozen=True)
 class BLTConfig(_JsonConfig):
-    """The whole Byte Latent Transformer (DESIGN §3)."""
+    """The whole Byte Latent Transformer (docs/design.md §3)."""
 
     encoder: LocalEncoderConfig = field(default_factory=LocalEncoderConfig)
     global_model: GlobalConfig = field(default_factory=GlobalConfig)
@@ -340,7 +340,7 @@ class BLTConfig(_JsonConfig):
 
 @dataclass(frozen=True)
 class EntropyModelConfig(TransformerConfig):
-    """The small causal byte LM whose next-byte entropies place patch boundaries (DESIGN §2)."""
+    """The small causal byte LM whose next-byte entropies place patch boundaries (docs/design.md §2)."""
 
     dim: int = 128
     n_layers: int = 2
@@ -420,7 +420,7 @@ def _paper_s() -> BLTConfig:
 
 
 def _blt_1b() -> BLTConfig:
-    """The released BLT-1B layout (DESIGN §3)."""
+    """The released BLT-1B layout (docs/design.md §3)."""
     return BLTConfig(
         encoder=LocalEncoderConfig(dim=1024, n_layers=1, n_heads=16, window=512, cross_attn_all_layers=False),
         global_model=GlobalConfig(dim=2048, n_layers=25, n_heads=16, ffn_dim=5632),
@@ -434,7 +434,7 @@ def _blt_1b() -> BLTConfig:
 
 
 def _blt_8b() -> BLTConfig:
-    """The BLT-8B layout of the paper (DESIGN §3)."""
+    """The BLT-8B layout of the paper (docs/design.md §3)."""
     return BLTConfig(
         encoder=LocalEncoderConfig(dim=1280, n_layers=1, n_heads=20, window=512, cross_attn_all_layers=False),
         global_model=GlobalConfig(dim=4096, n_layers=32, n_heads=32),

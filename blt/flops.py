@@ -1,4 +1,4 @@
-"""FLOPs per byte and parameter counts (DESIGN §6).
+"""FLOPs per byte and parameter counts (docs/design.md §6).
 
 What is counted: matrix multiplications only, 2 FLOPs per multiply-add; norms, activations, softmax,
 RoPE, residual adds and embedding lookups (byte and hash n-gram tables) count 0. Training ≈ 3 × forward
@@ -49,7 +49,7 @@ from blt.train import read_metrics
 
 TRAINING_MULTIPLIER = 3  # forward + backward ≈ 3 × forward
 DEFAULT_PATCH_SIZE = 4.5  # bytes per patch of the paper's entropy-patched BLT models
-DEFAULT_BYTES_PER_TOKEN = 4.4  # Llama 3's BPE on the paper's data (DESIGN §6); measure ours with a BPE run
+DEFAULT_BYTES_PER_TOKEN = 4.4  # Llama 3's BPE on the paper's data (docs/design.md §6); measure ours with a BPE run
 
 
 @dataclass(frozen=True)

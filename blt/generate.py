@@ -1,4 +1,4 @@
-"""Generation (DESIGN §5).
+"""Generation (docs/design.md §5).
 
 What the model predicts for the byte after position t: during training, byte t reads the global state of
 the last patch complete at t — its own patch when byte t+1 starts a new one. At the end of a prompt

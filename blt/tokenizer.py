@@ -1,4 +1,4 @@
-"""Bytes <-> ids (DESIGN §1).
+"""Bytes <-> ids (docs/design.md §1).
 
 260 ids: 0 = BOE/pad, 1 = BOS, 2 = EOS, 3 = BPE-boundary marker, and byte ``b`` is id ``b + 4``.
 This is the layout of the released BLT checkpoints.
@@ -50,11 +50,6 @@ def decode(ids: torch.Tensor | np.ndarray | Iterable[int]) -> bytes:
         bad = int(arr[(arr < 0) | (arr >= VOCAB_SIZE)][0])
         raise ValueError(f"id {bad} is outside the byte vocabulary [0, {VOCAB_SIZE}); was it produced by another tokenizer?")
     return (arr[arr >= OFFSET] - OFFSET).astype(np.uint8).tobytes()
-
-
-def bytes_to_ids(raw: np.ndarray) -> np.ndarray:
-    """uint8 array of raw bytes -> int64 array of ids (no BOS/EOS added)."""
-    return raw.astype(np.int64) + OFFSET
 
 
 def show(data: bytes) -> str:

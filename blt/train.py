@@ -1,4 +1,4 @@
-"""The one training loop (DESIGN §4). It trains BLT, the entropy model and the baselines alike: what
+"""The one training loop (docs/design.md §4). It trains BLT, the entropy model and the baselines alike: what
 differs is an `Objective` (the model and how a batch of ids becomes a loss).
 
 Recipe: AdamW β = (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices, linear warmup then cosine to

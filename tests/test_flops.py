@@ -134,7 +134,7 @@ def test_training_flops_follow_the_6n_rule(cfg):
     n_params = sum(p.numel() for p in stack.parameters()) + head.weight.numel()  # non-embedding, norms included
     per_token = token_model_flops(cfg, vocab, bytes_per_token=1.0, seq_len=2048)
     assert 3 * per_token.weights == pytest.approx(6 * n_params, rel=1e-3)  # norms are the only difference
-    # Attention adds 4 * D * (T + 1) / 2 per layer (≈ 2 * n_layers * T * d, DESIGN §6).
+    # Attention adds 4 * D * (T + 1) / 2 per layer (≈ 2 * n_layers * T * d, docs/design.md §6).
     assert per_token.attention == cfg.n_layers * 4 * cfg.dim * (2048 + 1) / 2
     per_byte = token_model_flops(cfg, vocab, bytes_per_token=4.4, seq_len=2048)
     assert per_byte.forward * 4.4 == pytest.approx(per_token.forward)

@@ -1,4 +1,4 @@
-"""The cached generation engine produces what the full-recompute reference path produces (DESIGN §5)."""
+"""The cached generation engine produces what the full-recompute reference path produces (docs/design.md §5)."""
 
 from __future__ import annotations
 

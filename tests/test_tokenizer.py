@@ -1,4 +1,4 @@
-"""Byte tokenizer: ids as in DESIGN §1 and exact round trips."""
+"""Byte tokenizer: ids as in docs/design.md §1 and exact round trips."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ none, 256), so the two agree whenever params.json holds those defaults.
 Patching (``PatcherArgs``): the global threshold is the same rule as ours. In monotonic mode
 (``monotonicity``) and combined mode (``threshold_add``) the reference always starts a patch at byte 2
 (it has no entropy difference to test there) and, in combined mode only, never lets the rule start one
-at byte 3; we apply the rule from byte 3 on in both modes (DESIGN §2). Converted runs patch with our rule.
+at byte 3; we apply the rule from byte 3 on in both modes (docs/design.md §2). Converted runs patch with our rule.
 """
 
 from __future__ import annotations

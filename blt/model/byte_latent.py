@@ -1,4 +1,4 @@
-"""The Byte Latent Transformer (DESIGN §3): embed → local encoder → latent global transformer → local decoder.
+"""The Byte Latent Transformer (docs/design.md §3): embed → local encoder → latent global transformer → local decoder.
 
 Shapes: B batch, T bytes, P patches (right-padded), k = cross_attn_k, D_e / D_g / D_d widths.
 """

@@ -1,4 +1,4 @@
-"""Hashed byte n-gram embeddings (DESIGN §3).
+"""Hashed byte n-gram embeddings (docs/design.md §3).
 
 ``x_i = E_byte[id_i] + Σ_n Σ_f E_hash[f, n][ h_f(id_{i-n+1..i}) mod V_h ]`` where ``h_f`` is a polynomial
 hash in wrapping signed 64-bit arithmetic (the reference computes it with int64 tensors and lets it

@@ -1,4 +1,4 @@
-"""Llama-style building blocks shared by every transformer in BLT (DESIGN §3).
+"""Llama-style building blocks shared by every transformer in BLT (docs/design.md §3).
 
 Pre-norm RMSNorm (eps 1e-5), bias-free linears, SwiGLU, RoPE that rotates *adjacent pairs*
 (x[0::2], x[1::2]; the Meta layout), grouped key/value heads, and attention through
@@ -210,7 +210,7 @@ class CrossAttention(nn.Module):
     """Multi-head cross-attention without positions; RMSNorm on queries and on keys/values.
 
     Returns ``q + attn(q)``: the reference's residual, which callers add to ``q`` once more
-    (``q <- 2q + attn``). Kept exactly for checkpoint compatibility (DESIGN §3).
+    (``q <- 2q + attn``). Kept exactly for checkpoint compatibility (docs/design.md §3).
     """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, norm_eps: float):

@@ -1,4 +1,4 @@
-"""Calibrating the entropy threshold to a target mean patch size (DESIGN §2: the scaling axis).
+"""Calibrating the entropy threshold to a target mean patch size (docs/design.md §2: the scaling axis).
 
 The mean patch size is measured over the patches after each sequence's BOS patch:
 

@@ -1,4 +1,4 @@
-"""The entropy model (DESIGN §2): a small causal byte LM whose next-byte entropies place patch boundaries.
+"""The entropy model (docs/design.md §2): a small causal byte LM whose next-byte entropies place patch boundaries.
 
 Entropy of position i is that of its next-byte distribution, ``H_i = -Σ_v p_i(v) log p_i(v)`` in nats.
 `entropies()` works on any length with bounded memory: it runs the sequence in chunks and carries each

@@ -59,11 +59,6 @@ class Patcher:
         """(B, T) ids -> (B, P) patch lengths, right-padded with 0."""
         return lengths_from_start_mask(self.start_mask(ids, entropies))
 
-    def calibrated(self, sample: torch.Tensor, target_patch_size: float | None = None) -> Patcher:
-        """A patcher whose threshold gives ``target_patch_size`` (default: the config's) on ``sample`` (B, T)."""
-        config = calibrate_patching(self.config, self.entropy_model, sample, target_patch_size)
-        return Patcher(config, self.entropy_model, self.tokenizer)
-
 
 def calibrate_threshold(
     entropy_model: EntropyModel,

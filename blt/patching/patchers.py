@@ -1,4 +1,4 @@
-"""Patchers: where patches start, as small pure functions on tensors (DESIGN §2).
+"""Patchers: where patches start, as small pure functions on tensors (docs/design.md §2).
 
 Every scheme builds a start mask ``BoolTensor[B, T]`` (True where a patch starts) and turns it into
 ``patch_lengths: LongTensor[B, P]`` (right-padded with 0, each row summing to T). In every scheme
@@ -464,7 +464,7 @@ def patch_lengths_from_entropies(
     max_patch_length: int | None = None,
     relative_threshold: float | None = None,
 ) -> torch.Tensor:
-    """Entropy patching (DESIGN §2). (B, T) float -> (B, P) long, right-padded with 0.
+    """Entropy patching (docs/design.md §2). (B, T) float -> (B, P) long, right-padded with 0.
 
     ``monotonic=False``: global threshold, byte ``i + 1`` starts when ``H_i > threshold``; with
     ``relative_threshold`` as well, combined mode (both must hold). ``monotonic=True``: ``threshold`` is

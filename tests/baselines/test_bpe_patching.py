@@ -1,4 +1,4 @@
-"""BLT patched by a BPE's token starts (DESIGN §2's BPE patching): `blt train --patching bpe`, with a given
+"""BLT patched by a BPE's token starts (docs/design.md §2's BPE patching): `blt train --patching bpe`, with a given
 tokenizer or one learned from the training split; the run keeps its tokenizer, so loading, evaluating and
 resuming patch the same way."""
 

@@ -1,4 +1,4 @@
-"""Hashed n-gram embeddings: the worked example of DESIGN §3 and properties of the hash."""
+"""Hashed n-gram embeddings: the worked example of docs/design.md §3 and properties of the hash."""
 
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ def test_large_presets_build_on_meta_device(preset):
 
 
 def expected_blt_1b_parameters() -> int:
-    """Hand count of the 1B layout from DESIGN §3 (excluding hash and byte embeddings)."""
+    """Hand count of the 1B layout from docs/design.md §3 (excluding hash and byte embeddings)."""
     def block(d, ffn):
         return 4 * d * d + 3 * d * ffn + 2 * d
 

@@ -1,4 +1,4 @@
-"""Patch bookkeeping: round trips and decoder causality, as properties (DESIGN §2, §3)."""
+"""Patch bookkeeping: round trips and decoder causality, as properties (docs/design.md §2, §3)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_docstring_examples():
 
 
 def test_design_decoder_example():
-    # DESIGN §3: lengths [1, 3, 4, 2] (starts 0, 1, 4, 8) -> decoder ids [0,0,0,1,1,1,1,2,2,2].
+    # docs/design.md §3: lengths [1, 3, 4, 2] (starts 0, 1, 4, 8) -> decoder ids [0,0,0,1,1,1,1,2,2,2].
     assert decoder_patch_ids(torch.tensor([[1, 3, 4, 2]]), 10).tolist() == [[0, 0, 0, 1, 1, 1, 1, 2, 2, 2]]
 
 

@@ -1,4 +1,4 @@
-"""Threshold calibration to a target mean patch size (DESIGN §2)."""
+"""Threshold calibration to a target mean patch size (docs/design.md §2)."""
 
 from __future__ import annotations
 

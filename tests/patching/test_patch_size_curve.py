@@ -25,7 +25,7 @@ from blt.patching.calibration import (
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID
 
-WORKED = torch.tensor([[2.0, 0.5, 0.4, 3.0, 0.2, 0.1, 0.1, 2.5, 0.3, 0.2]])  # DESIGN §2
+WORKED = torch.tensor([[2.0, 0.5, 0.4, 3.0, 0.2, 0.1, 0.1, 2.5, 0.3, 0.2]])  # docs/design.md §2
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

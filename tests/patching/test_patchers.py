@@ -1,4 +1,4 @@
-"""Patchers: worked examples, properties of every scheme, and bad input (DESIGN §2)."""
+"""Patchers: worked examples, properties of every scheme, and bad input (docs/design.md §2)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ PROPERTY = settings(max_examples=60, deadline=None)
 ENTROPY_MODES = ("entropy", "monotonic", "combined")
 CAUSAL_MODES = tuple(m for m in PATCHING_MODES if m != "bpe")
 
-# DESIGN §2 worked example.
+# docs/design.md §2 worked example.
 H_EXAMPLE = torch.tensor([[2.0, 0.5, 0.4, 3.0, 0.2, 0.1, 0.1, 2.5, 0.3, 0.2]])
 
 SENTENCES = [
@@ -101,7 +101,7 @@ def naive_spacelike(i: int) -> bool:
 
 
 def naive_starts(ids: list[int], h: list[float], config: PatchingConfig) -> list[bool]:
-    """DESIGN §2, one byte at a time: does byte p start a patch? Byte p = i + 1 is decided by H_i."""
+    """docs/design.md §2, one byte at a time: does byte p start a patch? Byte p = i + 1 is decided by H_i."""
     mode, theta, theta_r = config.mode, config.threshold, config.relative_threshold
     starts = []
     for p in range(len(ids)):
