@@ -1,4 +1,4 @@
-"""Generation speed: the cached engine against full recomputation, ours and transformers' (`blt.bench_generation`).
+"""Generation speed: the cached engine against full recomputation, ours and transformers' (`blt.bench.generation`).
 
     .venv/bin/python benchmarks/generation.py                 # 64, 256, 512 new bytes (+1024 engine only)
     .venv/bin/python benchmarks/generation.py --new-bytes 64 256 --threads 2 --json out.json
@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from blt.allocator import keep_freed_memory
 from blt.bench import machine_info
-from blt.bench_generation import TABLE_HEADER, bench_generation, format_row
+from blt.bench.generation import TABLE_HEADER, bench_generation, format_row
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra lengths timed for the engine alone (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for every path (default: 1)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers baseline")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "generation.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "generation.json")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as `blt bench` does (blt/allocator.py)
     torch.set_num_threads(args.threads)

@@ -100,7 +100,7 @@ def _load(module: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from blt import __version__
+    from blt.version import __version__
 
     parser = Parser(
         prog="blt",

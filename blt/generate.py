@@ -39,7 +39,7 @@ from blt.model.layers import (
     TransformerStack,
     local_attention_mask,
 )
-from blt.patching.bookkeeping import patch_ids_from_lengths
+from blt.model.layout import patch_ids_from_lengths
 from blt.patching.entropy_model import entropy_from_logits
 from blt.patching.patcher import Patcher
 from blt.patching.patchers import lengths_from_start_mask, spacelike, start_mask_for

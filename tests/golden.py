@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from blt.baselines.model import TokenLM, TokenModelConfig
-from blt.baselines.scoring import token_greedy
 from blt.baselines.tokenization import BPETokenizer, ByteTokenizer
 from blt.config import (
     BLTConfig,
@@ -32,6 +31,7 @@ from blt.config import (
     PatchingConfig,
 )
 from blt.evaluate.scoring import EntropyModelScorer
+from blt.evaluate.token_scoring import token_greedy
 from blt.generate import generate
 from blt.model import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blt.recipes import RunOptions
+from blt.pipelines.recipes import RunOptions
 
 
 def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "tiny") -> None:

@@ -1,12 +1,12 @@
 """`blt compare`: BLT at patch sizes 4.5, 6 and 8 and the BPE and byte baselines, each trained with the same
-training-FLOP budget on the same data; writes a table and a bits-per-byte-vs-FLOPs plot (see `blt.compare`)."""
+training-FLOP budget on the same data; writes a table and a bits-per-byte-vs-FLOPs plot (see `blt.pipelines.compare`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from blt.compare import (
+from blt.pipelines.compare import (
     BASELINES,
     DEFAULT_BUDGET,
     DEFAULT_PATCH_SIZES,

@@ -15,7 +15,7 @@ from blt.data.manifest import MANIFEST_NAME
 from blt.errors import BLTError
 from blt.evaluate import evaluate_run
 from blt.generate import generate
-from blt.recipes import RunOptions, train_blt, train_entropy_model
+from blt.pipelines.recipes import RunOptions, train_blt, train_entropy_model
 from blt.run import load
 from blt.tokenizer import encode
 from blt.viz import patch_stats, plot_entropies, render_terminal

@@ -30,7 +30,7 @@ from blt.evaluate.char_tasks import (
     make_task_set,
     split_words,
 )
-from blt.evaluate.finetune import WORDS_FILE
+from blt.pipelines.finetune import WORDS_FILE
 from blt.evaluate.noise import CHOICES, NOISES, PASSAGE_BYTES, evaluate_noise, passages
 from blt.evaluate.scoring import scorer_for
 from blt.fileio import atomic_write_bytes, atomic_write_text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from blt.commands._common import add_device_argument
 from blt.evaluate.char_tasks import TASKS
-from blt.evaluate.finetune import DEFAULT_STEPS, FinetuneOptions, finetune
+from blt.pipelines.finetune import DEFAULT_STEPS, FinetuneOptions, finetune
 from blt.train import init_distributed
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from blt.commands._common import add_training_arguments, run_options
 from blt.config import PATCHING_MODES, BLTConfig
-from blt.recipes import PATCHING_BPE_VOCAB_SIZE, train_blt
+from blt.pipelines.recipes import PATCHING_BPE_VOCAB_SIZE, train_blt
 from blt.train import init_distributed
 
 

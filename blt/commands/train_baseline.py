@@ -8,7 +8,7 @@ from pathlib import Path
 from blt.baselines.model import TokenModelConfig
 from blt.baselines.tokenization import DEFAULT_BPE_TRAIN_BYTES
 from blt.commands._common import add_training_arguments, run_options
-from blt.recipes import TOKENIZER_KINDS, train_token_model
+from blt.pipelines.recipes import TOKENIZER_KINDS, train_token_model
 from blt.train import init_distributed
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from blt.commands._common import add_training_arguments, run_options
 from blt.config import EntropyModelConfig
-from blt.recipes import train_entropy_model
+from blt.pipelines.recipes import train_entropy_model
 from blt.train import init_distributed
 
 

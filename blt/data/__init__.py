@@ -1,22 +1,18 @@
 """Data: files -> byte shards (`prepare`), memory-mapped reading (`PreparedData`), batches (`ByteBatchIterator`),
-per-byte entropies precomputed beside the shards (`precompute_entropies`, `PrecomputedEntropies`).
+per-byte entropies stored beside the shards (`PrecomputedEntropies`; `blt.patching.precompute` computes them).
 
 >>> manifest = prepare(["corpus/"], "data_cache/mine")                  # doctest: +SKIP
 >>> data = PreparedData.open("data_cache/mine")                          # doctest: +SKIP
 >>> it = ByteBatchIterator(data, "train", seq_len=512, batch_size=8, seed=0)  # doctest: +SKIP
 >>> ids = next(it)            # LongTensor[8, 512], every row starts with BOS   # doctest: +SKIP
 >>> it.load_state(it.state().to_dict())                                  # doctest: +SKIP
->>> precompute_entropies(data, entropy_model, source="runs/ent")         # doctest: +SKIP
->>> stored = PrecomputedEntropies.find(data, entropy_model)              # doctest: +SKIP
+>>> stored = PrecomputedEntropies.open(data, key)                        # doctest: +SKIP
 >>> ids, entropies = next(ByteBatchIterator(data, "train", 512, 8, entropies=stored))  # doctest: +SKIP
 """
 
 from blt.data.entropies import (
     PrecomputedEntropies,
-    PrecomputeReport,
     SplitEntropies,
-    entropy_model_key,
-    precompute_entropies,
 )
 from blt.data.iterator import (
     ByteBatchIterator,
@@ -42,7 +38,6 @@ __all__ = [
     "DocumentEntry",
     "IteratorState",
     "Manifest",
-    "PrecomputeReport",
     "PrecomputedEntropies",
     "PreparedData",
     "ShardEntry",
@@ -53,9 +48,7 @@ __all__ = [
     "assign_splits",
     "byte_summary",
     "default_corpus_documents",
-    "entropy_model_key",
     "epoch_order",
-    "precompute_entropies",
     "prepare",
     "validation_batches",
 ]

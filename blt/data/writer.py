@@ -42,6 +42,7 @@ from blt.data.sources import (
 )
 from blt.errors import DataError
 from blt.fileio import AtomicFile, fsync_dir
+from blt.version import __version__
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
 DEFAULT_VAL_FRACTION = 0.01
@@ -192,8 +193,6 @@ class _SplitWriter:
 
 
 def _write(scan: Scan, out: Path, source_names: tuple[str, ...], args: dict, progress: bool) -> Manifest:
-    from blt import __version__
-
     seed, val_fraction, shard_bytes = args["seed"], args["val_fraction"], args["shard_bytes"]
     writers = {split: _SplitWriter(out, split, shard_bytes) for split in SPLITS}
     index = np.zeros((len(scan.documents), 4), dtype=np.int64)

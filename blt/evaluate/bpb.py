@@ -13,6 +13,7 @@ from blt.data import PrecomputedEntropies, PreparedData, validation_batches
 from blt.errors import BLTError, CheckpointError, DataError
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
 from blt.objectives import TokenObjective
+from blt.patching.precompute import usable_entropies
 from blt.run import Run
 from blt.tokenizer import PAD_ID
 from blt.train import autocast as train_autocast
@@ -80,7 +81,7 @@ def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = 
     Only ``split``'s entropies are opened and verified. Logs which, for runs that patch by entropy."""
     if run.kind != "blt" or not run.config.patching.uses_entropy_model:
         return None
-    return PrecomputedEntropies.find_usable(data, run.entropy_model, log, "computed by the entropy model on each row",
+    return usable_entropies(data, run.entropy_model, log, "computed by the entropy model on each row",
                                             splits=(split,))
 
 

@@ -8,7 +8,7 @@ A scorer answers two questions about bytes:
   (included) or after ``max_bytes`` bytes or at EOS.
 
 BLT runs and entropy-model runs (plain byte LMs) are scored here; token-model runs (the BPE and byte
-baselines) by `blt.baselines`, whose tokenizer decides how bytes become tokens.
+baselines) by `blt.evaluate.token_scoring`, whose tokenizer decides how bytes become tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 
 from blt.errors import BLTError
+from blt.evaluate.token_scoring import token_greedy, token_logprob
 from blt.tokenizer import EOS_ID, OFFSET, PAD_ID, encode
 
 DEFAULT_BATCH_SIZE = 16
@@ -128,20 +129,16 @@ class EntropyModelScorer:
 
 
 class TokenModelScorer:
-    """A token-model run (BPE or byte baseline), scored by `blt.baselines`."""
+    """A token-model run (BPE or byte baseline), scored by `blt.evaluate.token_scoring`."""
 
     def __init__(self, run):
         self.run = run
 
     def logprob(self, prompts: Sequence[bytes], continuations: Sequence[bytes]) -> list[float]:
-        from blt.baselines import token_logprob
-
         _check_pairs(prompts, continuations)
         return list(token_logprob(self.run, list(prompts), list(continuations)))
 
     def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
-        from blt.baselines import token_greedy
-
         return token_greedy(self.run, prompt, max_bytes, stop)
 
 

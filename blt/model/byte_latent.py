@@ -24,7 +24,7 @@ from blt.model.layers import (
     linear_init,
     seeded,
 )
-from blt.patching.bookkeeping import (
+from blt.model.layout import (
     check_patch_lengths,
     decoder_patch_ids,
     patch_ids_from_lengths,

@@ -1,6 +1,6 @@
 """Patching: where patches start (pure functions), the entropy model, calibration and the `Patcher`."""
 
-from blt.patching.bookkeeping import (
+from blt.model.layout import (
     check_patch_lengths,
     decoder_patch_ids,
     num_patches,

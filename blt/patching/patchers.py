@@ -3,7 +3,7 @@
 Every scheme builds a start mask ``BoolTensor[B, T]`` (True where a patch starts) and turns it into
 ``patch_lengths: LongTensor[B, P]`` (right-padded with 0, each row summing to T). In every scheme
 position 0 (BOS) is a patch of its own and position 1 starts a patch, so the first patch is exactly one
-byte, which `blt.patching.bookkeeping.decoder_patch_ids` needs to be causal.
+byte, which `blt.model.layout.decoder_patch_ids` needs to be causal.
 
 Boundaries are causal: whether byte ``i + 1`` starts a patch depends only on bytes ``<= i`` (through
 ``H_i`` and ``H_{i-1}`` for entropy patching, bytes ``i`` and ``i - 1`` for space patching, the position
@@ -29,7 +29,7 @@ import torch
 
 from blt.config import PatchingConfig
 from blt.errors import ConfigError
-from blt.patching.bookkeeping import patch_ids_from_lengths, patch_lengths_from_ids
+from blt.model.layout import patch_ids_from_lengths, patch_lengths_from_ids
 from blt.tokenizer import BOE_ID, OFFSET, VOCAB_SIZE
 
 if TYPE_CHECKING:

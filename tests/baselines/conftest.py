@@ -10,7 +10,7 @@ import pytest
 from blt.baselines import BPETokenizer, TokenModelConfig, train_bpe
 from blt.bench import torch_threads
 from blt.data import PreparedData
-from blt.recipes import RunOptions, train_entropy_model
+from blt.pipelines.recipes import RunOptions, train_entropy_model
 from tests.train.conftest import text_data  # noqa: F401  (the session fixture, shared)
 
 MICRO_TOKEN_SET = ["dim=32", "n_layers=1", "n_heads=2"]

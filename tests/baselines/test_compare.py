@@ -9,7 +9,7 @@ import pytest
 
 from blt.bench import torch_threads
 from blt.cli import main
-from blt.compare import CompareOptions, compare
+from blt.pipelines.compare import CompareOptions, compare
 from blt.config import BLTConfig
 from blt.errors import ConfigError
 from blt.flops import blt_cost

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import blt
-from blt.baselines import token_greedy, token_logprob
+from blt.evaluate.token_scoring import token_greedy, token_logprob
 from blt.bench import torch_threads
 from blt.cli import main
 from blt.flops import run_cost

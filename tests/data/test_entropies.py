@@ -21,12 +21,11 @@ from blt.data import (
     ByteBatchIterator,
     PrecomputedEntropies,
     PreparedData,
-    entropy_model_key,
-    precompute_entropies,
     prepare,
     validation_batches,
 )
-from blt.data.entropies import content_fingerprint, weights_sha256
+from blt.data.entropies import content_fingerprint
+from blt.patching.precompute import entropy_model_key, find_entropies, precompute_entropies, weights_sha256
 from blt.errors import DataError
 from blt.patching import EntropyModel
 from blt.run import write_run_config
@@ -121,12 +120,12 @@ def test_layout_and_manifest(data, model):
     precompute(data, other)
     assert sorted(os.listdir(data.path / "entropies")) == sorted([key, entropy_model_key(other)])
     assert PrecomputedEntropies.open(data, key).key == key
-    assert PrecomputedEntropies.find(data, other).key == entropy_model_key(other)
+    assert find_entropies(data, other).key == entropy_model_key(other)
 
 
 def test_values_are_the_entropies_of_each_document_alone_with_bos(data, model):
     precompute(data, model)
-    stored = PrecomputedEntropies.find(data, model)
+    stored = find_entropies(data, model)
     for split in ("train", "val"):
         documents, values = data.split(split), stored.split(split)
         for i in range(len(documents)):
@@ -182,7 +181,7 @@ def test_a_rerun_reuses_finished_work_and_redoes_a_corrupt_part(data, model, mon
 
 
 def test_missing_stale_or_foreign_entropies_are_clear_errors(data, model, tmp_path):
-    assert PrecomputedEntropies.find(data, model) is None
+    assert find_entropies(data, model) is None
     with pytest.raises(DataError, match="no precomputed entropies 0123456789abcdef in .*; run `blt patch --data"):
         PrecomputedEntropies.open(data, "0123456789abcdef")
     key = precompute(data, model).key
@@ -194,7 +193,7 @@ def test_missing_stale_or_foreign_entropies_are_clear_errors(data, model, tmp_pa
     # The same entropies beside other contents (e.g. data prepared again from edited files) are stale.
     shutil.copytree(data.path / "entropies", other.path / "entropies")
     with pytest.raises(DataError, match="were computed on other data"):
-        PrecomputedEntropies.find(other, model)
+        find_entropies(other, model)
 
 
 # --- batches ---------------------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def positions(packed) -> PrecomputedEntropies:
         patch.setattr(EntropyModel, "entropies",
                       lambda self, ids, **_: torch.arange(ids.shape[-1], dtype=torch.float32).expand(ids.shape))
         precompute_entropies(packed, micro_model(seed=0), source="positions", progress=False)
-    return PrecomputedEntropies.find(packed, micro_model(seed=0))
+    return find_entropies(packed, micro_model(seed=0))
 
 
 def assert_aligned(ids: torch.Tensor, entropies: torch.Tensor, lengths: np.ndarray) -> None:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from blt.cli import main
-from blt.data import PrecomputedEntropies, PreparedData, precompute_entropies
+from blt.data import PrecomputedEntropies, PreparedData
+from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.errors import DataError
 from blt.evaluate import evaluate_run
 from blt.objectives import BLTObjective
@@ -36,7 +37,7 @@ def data(data_dir, tmp_path) -> PreparedData:
 def precompute(data: PreparedData, blt_run: Path) -> PrecomputedEntropies:
     entropy_model = load(blt_run).entropy_model
     precompute_entropies(data, entropy_model, source=blt_run, progress=False)
-    return PrecomputedEntropies.find(data, entropy_model)
+    return find_entropies(data, entropy_model)
 
 
 class PatchRecorder:
@@ -200,9 +201,9 @@ def test_eval_opens_and_verifies_only_the_split_it_reads(blt_run, data):
     on_train = evaluate_run(load(blt_run), data, seq_len=SEQ_LEN, max_batches=1, split="train", log=logs.append)
     assert len(logs) == 1 and "is corrupt" in logs[0] and on_train.entropies == "entropy model"
 
-    val_only = PrecomputedEntropies.find(data, load(blt_run).entropy_model, splits=("val",))
+    val_only = find_entropies(data, load(blt_run).entropy_model, splits=("val",))
     assert len(val_only.split("val")) == len(data.split("val").lengths)
     with pytest.raises(DataError, match="split 'train' of .* was not opened"):
         val_only.split("train")
     with pytest.raises(DataError, match="unknown split"):
-        PrecomputedEntropies.find(data, load(blt_run).entropy_model, splits=("test",))
+        find_entropies(data, load(blt_run).entropy_model, splits=("test",))

@@ -11,7 +11,7 @@ from blt.checkpoint import load_tensors
 from blt.cli import main
 from blt.data import PreparedData
 from blt.evaluate.char_tasks import load_split
-from blt.evaluate.finetune import WORDS_FILE
+from blt.pipelines.finetune import WORDS_FILE
 from blt.evaluate.noise import NOISES
 
 

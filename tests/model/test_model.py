@@ -15,7 +15,7 @@ from blt.config import (
     LocalEncoderConfig,
 )
 from blt.model import ByteLatentTransformer, next_byte_loss
-from blt.patching.bookkeeping import decoder_patch_ids, pad_patch_lengths
+from blt.model.layout import decoder_patch_ids, pad_patch_lengths
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 

@@ -12,7 +12,7 @@ from blt.config import PatchingConfig
 from blt.data import ByteBatchIterator, PreparedData, prepare, validation_batches
 from blt.patching import Patcher, mean_patch_size
 from blt.patching.calibration import spread_sample
-from blt.recipes import calibrate_on_training_data
+from blt.pipelines.recipes import calibrate_on_training_data
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET
 
 

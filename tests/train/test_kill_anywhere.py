@@ -119,7 +119,7 @@ def _child(argv: list[str], kill_at: int | None, count_file: str) -> None:
 
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["torch", "blt.cli", "blt.recipes", "tests.train.test_kill_anywhere"])
+_CONTEXT.set_forkserver_preload(["torch", "blt.cli", "blt.pipelines.recipes", "tests.train.test_kill_anywhere"])
 
 
 def _attempt(argv: list[str], kill_at: int | None, tmp: Path) -> tuple[int, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from blt.patching.calibration import calibration_sample, patch_size_curves
-from blt.recipes import CALIBRATION_ROWS, RunOptions, train_entropy_model
+from blt.pipelines.recipes import CALIBRATION_ROWS, RunOptions, train_entropy_model
 from blt.run import load
 
 ENTROPY_SET = ["dim=32", "n_layers=1", "n_heads=2", "window=32", "max_seq_len=64"]

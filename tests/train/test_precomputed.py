@@ -14,16 +14,12 @@ from safetensors.torch import save_file
 
 from blt.config import PatchingConfig
 from blt.errors import DataError
-from blt.data import (
-    ByteBatchIterator,
-    PrecomputedEntropies,
-    PreparedData,
-    precompute_entropies,
-)
+from blt.data import ByteBatchIterator, PreparedData
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.objectives import BLTObjective
 from blt.patching import EntropyModel, Patcher
-from blt.recipes import RunOptions, precomputed_entropies, train_blt
+from blt.patching.precompute import find_entropies, precompute_entropies
+from blt.pipelines.recipes import RunOptions, precomputed_entropies, train_blt
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID
 from tests.train.conftest import micro_blt_config, micro_entropy_config
@@ -68,7 +64,7 @@ def test_patches_from_precomputed_entropies_equal_on_the_fly_ones_from_document_
     first document start on (the row's start when it is one, else its first inner BOS) the entropy model
     sees what precomputing saw, so the entropies agree to float16 precision and the patches exactly."""
     precompute_entropies(data, entropy_model, source="ent", progress=False)
-    it = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=PrecomputedEntropies.find(data, entropy_model),
+    it = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=find_entropies(data, entropy_model),
                            order="stream")  # a row starts at a document start when the state's offset is 0
     rows, stored_rows, firsts = [], [], []
     for _ in range(150):
@@ -112,9 +108,9 @@ def test_blt_objective_patches_by_the_entropies_it_is_given(data, entropy_model,
 
 
 def test_shuffled_rows_carry_the_entropies_of_their_stream_rows(data, entropy_model):
-    if PrecomputedEntropies.find(data, entropy_model) is None:
+    if find_entropies(data, entropy_model) is None:
         precompute_entropies(data, entropy_model, source="ent", progress=False)
-    stored = PrecomputedEntropies.find(data, entropy_model)
+    stored = find_entropies(data, entropy_model)
     stream = ByteBatchIterator(data, "train", 64, 1, seed=0, entropies=stored, order="stream")
     rows = []
     while stream.epoch == 0:

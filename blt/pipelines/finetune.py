@@ -28,7 +28,7 @@ from blt.evaluate.char_tasks import (
     split_words,
 )
 from blt.objectives import BLTObjective, EntropyModelObjective
-from blt.recipes import prepare_run_dir
+from blt.pipelines.recipes import prepare_run_dir
 from blt.run import (
     ENTROPY_SUBDIR,
     copy_entropy_model,

@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
 
@@ -38,6 +38,9 @@ from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_threshold
 from blt.tokenizer import OFFSET, encode
+
+if TYPE_CHECKING:
+    from blt.bench.suite import Suite
 
 PROMPT = b"def byte_latent_transformer(x):\n"  # 32 bytes
 TARGET_PATCH_SIZE = 4.5
@@ -265,3 +268,23 @@ def format_row(row: dict[str, Any]) -> str:
             f"{_pair(row, 'transformers_bytes_per_s', 15)} {_pair(row, 'speedup_vs_full_recompute', 13, 'x')} "
             f"{_pair(row, 'speedup_vs_transformers', 15, 'x')} {row['global_steps_per_byte']:>14.3f} "
             f"{1 / row['mean_patch_size_generated']:>12.3f}")
+
+
+def run_generation_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The ``generation`` case (on the CPU, whatever the suite's device): the cached engine against our full recompute and (with ``against_hf``)
+    transformers' `BltForCausalLM.generate(use_cache=False)`, `tiny` sizes (see `bench_generation`)."""
+    record = bench_generation("tiny", new_bytes=suite.generation_new_bytes, engine_only=(),
+                              against_transformers=suite.against_hf, calibration_bytes=suite.generation_calibration_bytes,
+                              log=lambda row: log(format_row(row)))
+    return [{"case": "generation", **{k: v for k, v in record.items() if k != "results"}, **row}
+            for row in record["results"]]
+
+
+def format_generation_result(result: dict[str, Any]) -> str:
+    text = (f"generation tiny, {result['new_bytes']} new bytes: engine {result['engine_bytes_per_s']:.0f} B/s, "
+            f"{result['speedup_vs_full_recompute']:.1f}x our full recompute")
+    if "speedup_vs_transformers" in result:
+        text += f", {result['speedup_vs_transformers']:.1f}x transformers"
+    else:
+        text += f" (transformers: {result['transformers']})"
+    return text + f"; {result['global_steps_per_byte']:.3f} global steps per byte"

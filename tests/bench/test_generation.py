@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blt.bench import torch_threads
-from blt.bench_generation import TABLE_HEADER, bench_generation, format_row
+from blt.bench.generation import TABLE_HEADER, bench_generation, format_row
 
 
 @pytest.fixture(autouse=True)

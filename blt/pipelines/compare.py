@@ -56,7 +56,7 @@ from blt.fileio import atomic_path, atomic_write_text
 from blt.flops import ModelCost, blt_cost, format_flops, run_cost, token_model_cost
 from blt.patching.calibration import spread_sample
 from blt.patching.patcher import Patcher
-from blt.recipes import (
+from blt.pipelines.recipes import (
     CALIBRATION_ROWS,
     RunOptions,
     calibrate_on_training_data,

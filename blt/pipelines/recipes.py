@@ -45,6 +45,7 @@ from blt.patching.calibration import (
 )
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_patching
+from blt.patching.precompute import usable_entropies
 from blt.run import (
     CONFIG_CLASSES,
     ENTROPY_SUBDIR,
@@ -248,7 +249,7 @@ def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=p
     """The entropies of ``entropy_model`` precomputed in ``data`` (`blt patch --data`), or None when there
     are none or they can't be used (unfinished, stale, corrupt): patches are then placed by running the
     entropy model during training. Logs which."""
-    return PrecomputedEntropies.find_usable(data, entropy_model, log, "computed during training")
+    return usable_entropies(data, entropy_model, log, "computed during training")
 
 
 ENTROPIES_RECORD = "precomputed_entropies"  # in a BLT run's config.json: the key of those it patches by, or null

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blt.patching import bookkeeping
-from blt.patching.bookkeeping import (
+from blt.model import layout as bookkeeping
+from blt.model.layout import (
     check_patch_lengths,
     decoder_patch_ids,
     num_patches,

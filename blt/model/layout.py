@@ -1,4 +1,5 @@
-"""Patch bookkeeping as small pure functions on tensors (docs/design.md §2, §3).
+"""Patch bookkeeping as small pure functions on tensors: what the model and the patchers derive from patch
+lengths (docs/design.md §2, §3).
 
 Representation: ``patch_lengths: LongTensor[B, P]``, right-padded with 0, each row summing to T;
 ``patch_ids: LongTensor[B, T]``, the index of the patch each byte belongs to.

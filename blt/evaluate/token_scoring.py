@@ -15,14 +15,13 @@ import torch.nn.functional as F
 
 from blt.errors import ConfigError
 from blt.model.layers import LayerCache, local_attention_mask
+from blt.run import Run, load
 from blt.tokenizer import BOS_ID, OFFSET, PAD_ID
 
 SCORE_BATCH = 16  # sequences per forward pass
 
 
 def _token_run(run):
-    from blt.run import Run, load  # here, not at the top: blt.run imports this package
-
     if not isinstance(run, Run):
         return load(Path(run), expect="token_model")
     if run.kind != "token_model":

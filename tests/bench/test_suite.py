@@ -14,9 +14,9 @@ from blt.bench import (
     ModelCase,
     PatchingCase,
     Suite,
-    random_patch_lengths,
     run_benchmarks,
 )
+from blt.bench.common import random_patch_lengths
 from blt.cli import main
 from blt.config import (
     BLTConfig,
@@ -139,7 +139,7 @@ def test_patching_case_reports_mb_per_s_flops_and_speedup_over_batch_1():
 def test_patch_bytes_matches_the_patcher_pieces():
     model = EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=16)).init_weights(seed=0)
     ids = random_ids(3, 50, torch.Generator().manual_seed(0))
-    lengths = bench.patch_bytes(model, ids, threshold=5.0, precision="fp32")
+    lengths = bench.patching.patch_bytes(model, ids, threshold=5.0, precision="fp32")
     assert lengths.equal(patch_lengths_from_entropies(model.entropies(ids), 5.0))
     assert lengths.sum(dim=1).tolist() == [50] * 3
 
@@ -191,13 +191,13 @@ def test_training_case_times_transformers_on_the_same_weights_and_patches():
 def test_training_case_without_transformers_reports_ours_and_says_why(monkeypatch):
     result = run_benchmarks(_micro_training_suite(against_hf=False), cases=["training"], threads=1)
     assert all(r["transformers"] is None and r["speedup"] is None for r in result["training"])
-    assert {r["baseline_missing"] for r in result["training"]} == {bench.HF_NOT_ASKED}
+    assert {r["baseline_missing"] for r in result["training"]} == {bench.training.HF_NOT_ASKED}
     assert all(r["blt"]["bytes_per_s"] > 0 for r in result["training"])
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
     result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1)
-    assert {r["baseline_missing"] for r in result["training"]} == {bench.HF_MISSING}
-    assert "transformers: transformers is not installed" in bench.format_training_result(result["training"][0])
+    assert {r["baseline_missing"] for r in result["training"]} == {bench.training.HF_MISSING}
+    assert "transformers: transformers is not installed" in bench.training.format_training_result(result["training"][0])
 
 
 def test_cli_against_hf_runs_the_training_case(tmp_path, monkeypatch, capsys):
@@ -211,8 +211,8 @@ def test_cli_against_hf_runs_the_training_case(tmp_path, monkeypatch, capsys):
 
 
 def test_fixed_patch_lengths_and_training_case_checks():
-    assert bench.fixed_patch_lengths(2, 12, 5).tolist() == [[1, 5, 5, 1]] * 2
-    assert bench.fixed_patch_lengths(1, 11, 5).tolist() == [[1, 5, 5]]
+    assert bench.training.fixed_patch_lengths(2, 12, 5).tolist() == [[1, 5, 5, 1]] * 2
+    assert bench.training.fixed_patch_lengths(1, 11, 5).tolist() == [[1, 5, 5]]
     with pytest.raises(ValueError, match="patch_size >= 1"):
         bench.TrainingCase("bad", BLTConfig.preset("tiny"), batch_size=1, seq_len=64, patch_size=0, warmup=0, iterations=1)
 
@@ -223,7 +223,7 @@ def test_peak_step_memory_counts_tensors_alive_together():
         b = torch.ones(512, 1024)  # 2 MiB, while a is alive
         del a, b
         torch.ones(128, 1024)  # 0.5 MiB after both are freed
-    assert 3 * 2**20 <= bench.peak_step_memory(step) < 3 * 2**20 + 2**16
+    assert 3 * 2**20 <= bench.training.peak_step_memory(step) < 3 * 2**20 + 2**16
 
 
 def test_generation_case_reports_engine_speedups():
@@ -235,5 +235,5 @@ def test_generation_case_reports_engine_speedups():
     (row,) = result["generation"]
     assert row["new_bytes"] == 8 and row["engine_equals_full_recompute"] is True
     assert row["transformers"] == "ran" and row["speedup_vs_transformers"] > 0
-    assert "x transformers" in bench.format_generation_result(row)
+    assert "x transformers" in bench.generation.format_generation_result(row)
     assert any(line.startswith("generation tiny, 8 new bytes") for line in lines)
