@@ -26,7 +26,7 @@ from blt.baselines.tokenization import (
     BPETokenizer,
     tokenizer_from_record,
 )
-from blt.checkpoint import (
+from blt.train.checkpoint import (
     WEIGHTS_FILE,
     list_checkpoints,
     load_tensors,

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from blt.compare import CompareOptions, compare
+from blt.pipelines.compare import CompareOptions, compare
 from blt.fileio import atomic_path, atomic_write_text
 
 FAMILIES = {"blt": {"patch_sizes": (6.0, 8.0), "baselines": ()},

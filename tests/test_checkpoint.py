@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from blt.checkpoint import (
+from blt.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,

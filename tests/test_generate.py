@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blt.bench import torch_threads
-from blt.checkpoint import save_tensors
+from blt.train.checkpoint import save_tensors
 from blt.cli import main
 from blt.config import (
     BLTConfig,

@@ -1,6 +1,6 @@
 """Baselines of the paper: a Llama-style token model over byte-level BPE tokens and the same model over
 raw bytes (the MEGABYTE-style static-patch baseline is BLT itself: ``blt train --patching static
---set hash.num_functions=0``). They train with the one loop through `blt.objectives.TokenObjective`; `blt.evaluate.token_scoring`
+--set hash.num_functions=0``). They train with the one loop through `blt.train.objectives.TokenObjective`; `blt.evaluate.token_scoring`
 scores them."""
 
 from blt.baselines.model import TokenLM, TokenModelConfig, token_parameter_counts

@@ -22,7 +22,6 @@ from blt.patching.patchers import lengths_from_start_mask
 from blt.tokenizer import BOS_ID, OFFSET
 from blt.train import autocast
 
-
 CPU = torch.device("cpu")
 
 

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from blt.bench.common import CPU, peak_fractions, random_bytes, random_patch_lengths, throughput, timed_calls, training_step
+from blt.bench.common import (
+    CPU,
+    peak_fractions,
+    random_bytes,
+    random_patch_lengths,
+    throughput,
+    timed_calls,
+    training_step,
+)
 from blt.config import BLTConfig
 from blt.flops import blt_flops
 from blt.model.byte_latent import ByteLatentTransformer

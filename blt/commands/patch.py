@@ -30,7 +30,6 @@ import torch
 from blt.commands._paths import check_output_file
 from blt.config import BLTConfig, PatchingConfig
 from blt.data import PreparedData
-from blt.data.entropies import DEFAULT_BATCH_SIZE
 from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_write_bytes
 from blt.patching import (
@@ -40,7 +39,7 @@ from blt.patching import (
     lengths_from_start_mask,
 )
 from blt.patching.calibration import calibration_sample, patch_size_curves
-from blt.patching.precompute import precompute_entropies
+from blt.patching.precompute import DEFAULT_BATCH_SIZE, precompute_entropies
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
 from blt.train import resolve_device

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bpe-train-bytes", type=int, default=DEFAULT_BPE_TRAIN_BYTES, metavar="N",
                    help="learn the BPE merges from up to N bytes of the training split (default: %(default)s)")
     p.epilog = ("Presets (the global model of the BLT preset of the same name): " + ", ".join(TokenModelConfig.preset_names())
-                + ". Validation bits per byte are the token NLL over the same bytes as BLT's; see blt.objectives.TokenObjective.")
+                + ". Validation bits per byte are the token NLL over the same bytes as BLT's; see blt.train.objectives.TokenObjective.")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import torch
 from blt.data import PrecomputedEntropies, PreparedData, validation_batches
 from blt.errors import BLTError, CheckpointError, DataError
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
-from blt.objectives import TokenObjective
+from blt.train.objectives import TokenObjective
 from blt.patching.precompute import usable_entropies
 from blt.run import Run
 from blt.tokenizer import PAD_ID
@@ -98,11 +98,11 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     its entropy model runs on each row, which sees only the row. ``log`` says which.
 
     A token-model run scores the same byte rows through its tokenizer, with the convention of
-    `blt.objectives.TokenObjective`: token NLL over the rows' data bytes and EOS.
+    `blt.train.objectives.TokenObjective`: token NLL over the rows' data bytes and EOS.
 
     ``precision`` (default: the run's training precision, `run_precision`) is "fp32" or "bf16"; under "bf16"
     the model runs under bf16 autocast as `Trainer.evaluate` runs it, while patch boundaries are still
-    decided in fp32 (as `blt.objectives.BLTObjective` decides them).
+    decided in fp32 (as `blt.train.objectives.BLTObjective` decides them).
     """
     if seq_len < 2 or batch_size < 1 or (max_batches is not None and max_batches < 1):
         raise BLTError(f"evaluation needs seq_len >= 2, batch_size >= 1 and max_batches >= 1 or None; got {seq_len}, "

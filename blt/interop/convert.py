@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blt.checkpoint import record_checksum, verify_weights
+from blt.train.checkpoint import record_checksum, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.errors import CheckpointError
 from blt.fileio import atomic_write_text, fsync_dir

@@ -247,6 +247,7 @@ def find_entropies(data: PreparedData, entropy_model: EntropyModel, *, verify: b
         return None
     return PrecomputedEntropies.open(data, key, verify=verify, splits=splits)
 
+
 def usable_entropies(data: PreparedData, entropy_model: EntropyModel, log: Callable[[str], None],
                  fallback: str, splits: tuple[str, ...] = SPLITS) -> PrecomputedEntropies | None:
     """`find_entropies`, but None instead of a `DataError` for entropies that can't be used; logs one line saying

@@ -47,7 +47,7 @@ from blt.baselines.tokenization import (
     measure_bytes_per_token,
     train_bpe,
 )
-from blt.checkpoint import latest_checkpoint
+from blt.train.checkpoint import latest_checkpoint
 from blt.config import BLTConfig, PatchingConfig
 from blt.data import ByteBatchIterator, PreparedData
 from blt.errors import BLTError, ConfigError

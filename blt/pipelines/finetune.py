@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blt.checkpoint import WEIGHTS_FILE, latest_checkpoint
+from blt.train.checkpoint import WEIGHTS_FILE, latest_checkpoint
 from blt.data import PreparedData, prepare
 from blt.errors import BLTError
 from blt.evaluate.char_tasks import (
@@ -27,7 +27,7 @@ from blt.evaluate.char_tasks import (
     save_split,
     split_words,
 )
-from blt.objectives import BLTObjective, EntropyModelObjective
+from blt.train.objectives import BLTObjective, EntropyModelObjective
 from blt.pipelines.recipes import prepare_run_dir
 from blt.run import (
     ENTROPY_SUBDIR,
@@ -164,7 +164,7 @@ def finetune(opts: FinetuneOptions, log=print) -> TrainResult:
     if init.kind == "blt":
         objective = BLTObjective(model, init.patcher)
     elif init.kind == "token_model":
-        from blt.objectives import TokenObjective
+        from blt.train.objectives import TokenObjective
 
         objective = TokenObjective(model, init.tokenizer)
     else:

@@ -25,7 +25,7 @@ from blt.baselines.tokenization import (
     tokenizer_from_record,
     train_bpe,
 )
-from blt.checkpoint import CHECKSUMS_FILE
+from blt.train.checkpoint import CHECKSUMS_FILE
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.data import (
     ByteBatchIterator,
@@ -36,7 +36,7 @@ from blt.data import (
 from blt.errors import BLTError, ConfigError, DataError
 from blt.fileio import atomic_write_text
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.objectives import BLTObjective, EntropyModelObjective, TokenObjective
+from blt.train.objectives import BLTObjective, EntropyModelObjective, TokenObjective
 from blt.patching.calibration import (
     calibration_sample,
     mean_patch_size,

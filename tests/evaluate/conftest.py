@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from blt.bench import torch_threads
-from blt.checkpoint import save_tensors
+from blt.train.checkpoint import save_tensors
 from blt.config import (
     BLTConfig,
     EntropyModelConfig,

@@ -19,7 +19,7 @@ from blt.data import PrecomputedEntropies, PreparedData
 from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.errors import DataError
 from blt.evaluate import evaluate_run
-from blt.objectives import BLTObjective
+from blt.train.objectives import BLTObjective
 from blt.patching import EntropyModel
 from blt.run import Run, load
 from blt.train import Trainer

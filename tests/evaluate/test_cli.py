@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from blt.checkpoint import load_tensors
+from blt.train.checkpoint import load_tensors
 from blt.cli import main
 from blt.data import PreparedData
 from blt.evaluate.char_tasks import load_split

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BltForCausalLM
 
-from blt.checkpoint import load_tensors, save_tensors, verify_weights
+from blt.train.checkpoint import load_tensors, save_tensors, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.interop.hf import hf_model_config
 from blt.model import ByteLatentTransformer

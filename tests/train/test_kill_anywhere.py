@@ -53,8 +53,8 @@ def _child(argv: list[str], kill_at: int | None, count_file: str) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    import blt.checkpoint
-    import blt.train
+    import blt.train.checkpoint
+    import blt.train.loop
 
     torch.set_num_threads(1)
     tqdm.set_lock(threading.RLock())  # not a multiprocessing lock, which a killed process would leave behind
@@ -106,12 +106,12 @@ def _child(argv: list[str], kill_at: int | None, count_file: str) -> None:
 
     os.replace = wrap(os.replace, "a rename")
     shutil.rmtree = rmtree_partly(shutil.rmtree)
-    blt.train.Trainer.train_step = wrap(blt.train.Trainer.train_step, "a step", before=False)
-    blt.checkpoint.save_file = cut_short(
+    blt.train.loop.Trainer.train_step = wrap(blt.train.loop.Trainer.train_step, "a step", before=False)
+    blt.train.checkpoint.save_file = cut_short(
         safetensors.torch.save_file,
         lambda tensors, path, metadata=None: (path, safetensors.torch.save(tensors, metadata)), "a tensor file's write")
-    blt.train.append_metrics = cut_short(
-        blt.train.append_metrics, lambda path, record: (path, (json.dumps(record) + "\n").encode()),
+    blt.train.loop.append_metrics = cut_short(
+        blt.train.loop.append_metrics, lambda path, record: (path, (json.dumps(record) + "\n").encode()),
         "a metrics append")
     code = main(argv)
     Path(count_file).write_text(str(passed))
@@ -161,7 +161,7 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    from blt.checkpoint import latest_checkpoint
+    from blt.train.checkpoint import latest_checkpoint
     from blt.train import read_metrics
 
     for name in ("model.safetensors",):

@@ -16,7 +16,7 @@ from blt.config import PatchingConfig
 from blt.errors import DataError
 from blt.data import ByteBatchIterator, PreparedData
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.objectives import BLTObjective
+from blt.train.objectives import BLTObjective
 from blt.patching import EntropyModel, Patcher
 from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.pipelines.recipes import RunOptions, precomputed_entropies, train_blt

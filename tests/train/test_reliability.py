@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from blt.checkpoint import CHECKSUMS_FILE, list_checkpoints
+from blt.train.checkpoint import CHECKSUMS_FILE, list_checkpoints
 from blt.cli import main
 from blt.data import PreparedData, assign_splits, prepare
 from blt.errors import CheckpointError
@@ -120,7 +120,7 @@ def test_an_interrupted_setup_is_started_again_with_force(text_data, root, tmp_p
 
 def test_timed_checkpoints(text_data, tmp_path, monkeypatch):
     clock = iter(range(0, 10_000, 61))  # each reading of the clock is 61 s after the one before
-    monkeypatch.setattr("blt.train.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("blt.train.loop.time.monotonic", lambda: float(next(clock)))
     trainer = make_trainer(text_data, tmp_path / "timed", checkpoint_every=0, checkpoint_minutes=2.0, steps=8)
     trainer.fit()
     # the timer starts when fit does; a step reads it once, a checkpoint once more: 2 minutes pass every other step

@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from blt.checkpoint import latest_checkpoint, list_checkpoints
+from blt.train.checkpoint import latest_checkpoint, list_checkpoints
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.objectives import BLTObjective, EntropyModelObjective
+from blt.train.objectives import BLTObjective, EntropyModelObjective
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.train import Trainer, TrainingError, World, read_metrics
@@ -77,7 +77,7 @@ CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    import blt.checkpoint as checkpoint
+    import blt.train.checkpoint as checkpoint
     from blt.data import PreparedData
     from tests.train.test_train import make_trainer
 

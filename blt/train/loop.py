@@ -3,7 +3,7 @@ differs is an `Objective` (the model and how a batch of ids becomes a loss).
 
 Recipe: AdamW β = (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices, linear warmup then cosine to
 10% of the peak LR, grad clip 1.0, optional bf16 autocast (CPU and CUDA), gradient accumulation.
-Reliability: checkpoints every N steps and every few minutes (atomic; see `blt.checkpoint`), resume =
+Reliability: checkpoints every N steps and every few minutes (atomic; see `blt.train.checkpoint`), resume =
 never stopping (bit-identical on CPU), a non-finite loss stops the run before it touches the weights,
 Ctrl-C saves, and resuming a finished run changes nothing.
 Distributed: under ``torchrun`` the same code uses DDP; the global batch is split over ranks and the
@@ -13,10 +13,7 @@ loss is normalised by the *global* number of targets, so N processes follow 1 pr
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import re
 import signal
 import sys
 import threading
@@ -24,13 +21,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from blt.checkpoint import (
+from blt.config import ConfigError
+from blt.data import (
+    ByteBatchIterator,
+    PrecomputedEntropies,
+    PreparedData,
+    validation_batches,
+)
+from blt.errors import BLTError, CheckpointError
+from blt.model.byte_latent import byte_loss_mask
+from blt.train.checkpoint import (
     WEIGHTS_FILE,
     latest_checkpoint,
     optimizer_from_tensors,
@@ -39,84 +44,15 @@ from blt.checkpoint import (
     weights_intact,
     write_checkpoint,
 )
-from blt.config import ConfigError, _JsonConfig, _require
-from blt.data import (
-    ByteBatchIterator,
-    PrecomputedEntropies,
-    PreparedData,
-    validation_batches,
-)
-from blt.errors import BLTError, CheckpointError
-from blt.fileio import atomic_path, atomic_write_text
-from blt.model.byte_latent import byte_loss_mask
+from blt.train.config import TrainConfig
+from blt.train.device import World, _fsdp_no_sync, autocast, shard_model
+from blt.train.metrics import METRICS_FILE, append_metrics, keep_metrics_through, plot_metrics, read_metrics
 
 LN2 = math.log(2.0)
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingError(BLTError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
-
-
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> dtype
-
-
-def autocast(device_type: str, precision: str) -> torch.autocast:
-    """The autocast a precision trains and evaluates under: bf16 autocast for "bf16", none for "fp32"."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
-    return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
-
-
-@dataclass(frozen=True)
-class TrainConfig(_JsonConfig):
-    """How to train; the model's own config says what to train."""
-
-    steps: int = 1000  # optimizer steps
-    batch_size: int = 16  # sequences per optimizer step, over all processes and accumulation steps
-    seq_len: int = 512  # bytes per sequence (BOS included)
-    grad_accum: int = 1  # micro-batches per optimizer step (per process)
-    lr: float = 3e-3  # peak learning rate
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak
-    weight_decay: float = 0.1  # on weight matrices only (not norms, embeddings)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast for matmuls, fp32 master weights
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
-    eval_every: int = 200  # steps between validation passes (0 = only at the end)
-    eval_batches: int = 16  # validation batches per pass
-    checkpoint_every: int = 200  # steps between checkpoints (0 = only at the end)
-    checkpoint_minutes: float = 5.0  # also checkpoint when this much time passed since the last (0 = never)
-    keep_checkpoints: int = 3  # newest checkpoints kept
-    log_every: int = 10  # steps between log lines / metrics records
-    seed: int = 0  # model init, data order
-    row_order: Literal["shuffled", "stream"] = "shuffled"  # an epoch's rows shuffled, or one after another
-
-    def __post_init__(self):
-        _require(self.steps >= 1 and self.batch_size >= 1 and self.grad_accum >= 1, "steps, batch_size, grad_accum must be >= 1")
-        _require(self.seq_len >= 2, "train.seq_len must be >= 2")
-        _require(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "train.lr must be > 0 and min_lr_ratio in [0, 1]")
-        _require(self.warmup_steps >= 0 and self.weight_decay >= 0 and self.grad_clip >= 0, "warmup_steps, weight_decay, grad_clip must be >= 0")
-        _require(self.precision in ("fp32", "bf16"), f"train.precision must be fp32 or bf16, not {self.precision!r}")
-        _require(self.parallel in ("ddp", "fsdp"), f"train.parallel must be ddp or fsdp, not {self.parallel!r}")
-        _require(self.row_order in ("shuffled", "stream"), f"train.row_order must be shuffled or stream, not {self.row_order!r}")
-        _require(self.keep_checkpoints >= 1 and self.log_every >= 1, "keep_checkpoints and log_every must be >= 1")
-        _require(self.eval_every >= 0 and self.eval_batches >= 1 and self.checkpoint_every >= 0,
-                 "train.eval_every and checkpoint_every must be >= 0 and eval_batches >= 1")
-        _require(math.isfinite(self.checkpoint_minutes) and self.checkpoint_minutes >= 0,
-                 f"train.checkpoint_minutes must be a number of minutes >= 0 (0 = no timed checkpoints), "
-                 f"not {self.checkpoint_minutes}")
-
-    def lr_at(self, step: int) -> float:
-        """Linear warmup to ``lr`` then cosine to ``min_lr_ratio * lr`` at the last step."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
 
 class Objective(Protocol):
@@ -135,63 +71,6 @@ def count_targets(ids: torch.Tensor) -> int:
 
 # --- distributed -----------------------------------------------------------------------------------
 
-@dataclass
-class World:
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        if self.size == 1:
-            return values
-        nccl = dist.get_backend() == "nccl"  # reduces CUDA tensors only
-        t = torch.tensor(values, dtype=torch.float64, device=f"cuda:{torch.cuda.current_device()}" if nccl else "cpu")
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            dist.barrier()
-
-
-def init_distributed(device: torch.device | None = None) -> World:
-    """Join the process group that torchrun describes in the environment: nccl when this process trains on a
-    CUDA ``device`` (default: when torch sees a GPU), gloo on the CPU. Later calls return the same world."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return World()
-    if not dist.is_initialized():
-        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return World(rank=dist.get_rank(), size=dist.get_world_size())
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The device a training process runs on: "cpu", "cuda" (under torchrun, GPU ``LOCAL_RANK``), "cuda:N", or
-    "auto" (a GPU when torch sees one, else the CPU). A CUDA device becomes the process's current one."""
-    name = name.strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if match is None:
-        raise BLTError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}")
-    if not torch.cuda.is_available():
-        raise BLTError(f"device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
-    if match.group(1) is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise BLTError(f"device {name}: under torchrun each process takes GPU LOCAL_RANK; pass --device cuda (or "
-                       "auto), and choose the GPUs with CUDA_VISIBLE_DEVICES")
-    index = int(match.group(1) if match.group(1) is not None else os.environ.get("LOCAL_RANK", "0"))
-    if index >= torch.cuda.device_count():
-        raise BLTError(f"device {name}: there is no GPU {index} (torch sees {torch.cuda.device_count()})")
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-# --- the loop --------------------------------------------------------------------------------------
 
 @dataclass
 class TrainResult:
@@ -206,30 +85,6 @@ class TrainResult:
         val = f", validation {self.val_bpb:.3f} bits/byte" if self.val_bpb is not None else ""
         done = "already complete at " if self.already_complete else ""
         return f"{what}: {done}{self.step} steps{val} -> {self.run_dir}"
-
-
-def shard_model(model: nn.Module, device: torch.device, world_size: int) -> None:
-    """FSDP2: shard every transformer block and cross-attention, then the rest of the model, over a mesh on
-    ``device``'s type (without one, FSDP would pick any GPU it finds, even for a CPU run)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    from blt.model.layers import CrossAttention, TransformerBlock
-
-    mesh = init_device_mesh(device.type, (world_size,))
-    for module in model.modules():
-        if isinstance(module, (TransformerBlock, CrossAttention)):
-            fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model: nn.Module):
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -571,94 +426,3 @@ def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, file=sys.stderr)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``. A last line cut short (a run killed while appending it) is left
-    out; any other line that is not a JSON record with a step is a `CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-        elif number < len(lines):  # not the unfinished last line
-            raise CheckpointError(f"{path} line {number} is not a metrics record (corrupt?); remove that line")
-    return records
-
-
-def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    """One record as one line at the end of ``metrics.jsonl`` (a kill in the middle leaves a partial last line,
-    which `read_metrics` leaves out and a resume removes)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def keep_metrics_through(path: Path, step: int) -> None:
-    """Rewrite ``metrics.jsonl`` (atomically, and only when that changes it) to its records up to ``step``."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    text = "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= step)
-    if path.read_bytes() != text.encode():
-        atomic_write_text(path, text)
-
-
-def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
-    """Training and validation bits-per-byte against step, as a PNG."""
-    records = read_metrics(metrics_path)
-    if not records:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in records], [r["bpb"] for r in records], label="train")
-    val = [r for r in records if "val_bpb" in r]
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_bpb"] for r in val], "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits per byte")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out_png)
-
-
-def recorded_train_config(record: dict[str, Any]) -> TrainConfig:
-    """The training config a run's config.json records; runs from before rows were shuffled took them in
-    stream order, and go on so."""
-    return TrainConfig.from_dict({"row_order": "stream", **record})
-
-
-def default_train_config(kind: str, preset: str) -> TrainConfig:
-    """Training defaults per model kind and preset; `tiny` finishes in minutes on 2 CPU cores."""
-    small = {"steps": 5000, "batch_size": 32, "seq_len": 1024, "warmup_steps": 200, "eval_every": 500,
-             "checkpoint_every": 500}
-    large = {"steps": 100_000, "batch_size": 64, "seq_len": 4096, "warmup_steps": 2000, "lr": 4e-4,
-             "eval_every": 2000, "checkpoint_every": 2000, "precision": "bf16"}
-    table = {
-        ("entropy_model", "tiny"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 4e-3,
-                                    "eval_every": 200, "checkpoint_every": 200},
-        ("blt", "tiny"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 2e-3,
-                          "eval_every": 200, "checkpoint_every": 200},
-        ("entropy_model", "small"): small,
-        ("blt", "small"): dict(small, lr=1e-3),
-        ("blt", "paper-xs"): {"steps": 400, "batch_size": 16, "seq_len": 512, "warmup_steps": 40, "lr": 2e-3,
-                              "eval_every": 200, "checkpoint_every": 200},
-        ("blt", "paper-s"): dict(small, lr=1e-3),
-    }
-    return TrainConfig(**table.get((kind, preset), large))
