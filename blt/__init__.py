@@ -19,7 +19,7 @@ _NAMES = {
     "BLTError": "blt.errors", "CheckpointError": "blt.errors", "ConfigError": "blt.errors", "DataError": "blt.errors",
     "ByteLatentTransformer": "blt.model", "next_byte_loss": "blt.model",
     "EntropyModel": "blt.patching",
-    "generate": "blt.generate",
+    "generate": "blt.generation",
     "load": "blt.run",
 }
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         PatchingConfig,
     )
     from blt.errors import BLTError, CheckpointError, ConfigError, DataError
-    from blt.generate import generate
+    from blt.generation import generate
     from blt.model import ByteLatentTransformer, next_byte_loss
     from blt.patching import EntropyModel
     from blt.run import load

@@ -32,7 +32,7 @@ from blt.config import (
 )
 from blt.evaluate.scoring import EntropyModelScorer
 from blt.evaluate.token_scoring import token_greedy
-from blt.generate import generate
+from blt.generation import generate
 from blt.model import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher

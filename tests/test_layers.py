@@ -4,6 +4,7 @@ or inside a function, names a module of the same or a lower layer; `import blt.d
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ LAYERS = [
     ["blt.patching"],
     ["blt.baselines"],
     ["blt.train.checkpoint", "blt.run", "blt.interop"],
-    ["blt.generate"],
+    ["blt.generation"],
     ["blt.train", "blt.train.objectives"],
     ["blt.evaluate", "blt.flops"],
     ["blt.pipelines"],
@@ -95,7 +96,7 @@ def test_imports_go_downward(path):
 def test_importing_the_data_layer_loads_no_model():
     code = ("import sys, blt.data, blt.config; "
             "print(sorted(m for m in sys.modules if m.startswith(('blt.model', 'blt.patching', 'blt.train', "
-            "'blt.run', 'blt.generate', 'blt.baselines', 'blt.evaluate'))))")
+            "'blt.run', 'blt.generation', 'blt.baselines', 'blt.evaluate'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"import blt.data loaded {out}"
 
@@ -103,4 +104,8 @@ def test_importing_the_data_layer_loads_no_model():
 def test_top_level_names_still_resolve():
     for name in blt.__all__:
         assert getattr(blt, name) is not None, name
-    assert blt.load.__module__ == "blt.run" and blt.generate.__module__ == "blt.generate"
+    importlib.import_module("blt.generation")  # a submodule import binds its name in the package: none may
+    # shadow a name of the API
+
+    assert blt.load.__module__ == "blt.run" and blt.generate.__module__ == "blt.generation"
+    assert not set(blt.__all__) & {path.stem for path in PACKAGE.iterdir()} - {"patching"}

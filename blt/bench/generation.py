@@ -1,10 +1,10 @@
-"""Generation speed: the cached `blt.generate.Engine` against full recomputation, ours and transformers'.
+"""Generation speed: the cached `blt.generation.Engine` against full recomputation, ours and transformers'.
 
 Three ways to generate N new bytes greedily after the same prompt, with the same random BLT and the same
 random entropy model of a preset (its output weights scaled up so entropies vary as a trained one's do;
 θ is calibrated to a mean patch size of 4.5 bytes on the model's own greedy output, see `build`):
 
-- ``engine``: `Engine.prefill` once, then one cached step per byte (blt/generate.py);
+- ``engine``: `Engine.prefill` once, then one cached step per byte (blt/generation.py);
 - ``full_recompute``: our reference path, `next_byte_logits` per byte (a full forward of entropy model
   and BLT over prefix + placeholder);
 - ``transformers``: `BltForCausalLM.generate(use_cache=False)` on the same weights, with the same entropy
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
-from blt.generate import PLACEHOLDER_ID, Engine, GenerationState, next_byte_logits
+from blt.generation import PLACEHOLDER_ID, Engine, GenerationState, next_byte_logits
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher, calibrate_threshold

@@ -14,7 +14,7 @@ from blt.data import PreparedData, prepare
 from blt.data.manifest import MANIFEST_NAME
 from blt.errors import BLTError
 from blt.evaluate import evaluate_run
-from blt.generate import generate
+from blt.generation import generate
 from blt.pipelines.recipes import RunOptions, train_blt, train_entropy_model
 from blt.run import load
 from blt.tokenizer import encode

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from blt.commands._common import add_device_argument
 from blt.errors import BLTError
-from blt.generate import generate, stream
+from blt.generation import generate, stream
 from blt.run import load
 from blt.train import resolve_device
 

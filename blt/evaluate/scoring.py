@@ -80,7 +80,7 @@ def batched_logprob(logits_fn: Callable[[torch.Tensor], torch.Tensor], device: t
 
 class BLTScorer:
     """A BLT run: one forward over ``[BOS] + prompt + continuation`` patched by the run's patcher; greedy
-    generation by the incremental engine (`blt.generate.Engine`)."""
+    generation by the incremental engine (`blt.generation.Engine`)."""
 
     def __init__(self, run, batch_size: int = DEFAULT_BATCH_SIZE):
         self.model = run.model
@@ -94,7 +94,7 @@ class BLTScorer:
                                self.batch_size)
 
     def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
-        from blt.generate import Engine
+        from blt.generation import Engine
 
         if self._engine is None:
             self._engine = Engine(self.model, self.patcher)

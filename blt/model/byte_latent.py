@@ -12,18 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.config import BLTConfig, LocalDecoderConfig, LocalEncoderConfig
+from blt.model.attention import CausalMask, GroupMask, SegmentMask
 from blt.model.hashing import HashNgramEmbedding
-from blt.model.layers import (
-    CausalMask,
-    CrossAttention,
-    GroupMask,
-    RMSNorm,
-    SegmentMask,
-    TransformerStack,
-    embedding_init,
-    linear_init,
-    seeded,
-)
+from blt.model.layers import CrossAttention, RMSNorm, TransformerStack, embedding_init, linear_init, seeded
 from blt.model.layout import (
     check_patch_lengths,
     decoder_patch_ids,

@@ -14,7 +14,7 @@ from blt.baselines.tokenization import TOKENIZER_FILE, BPETokenizer
 from blt.cli import main
 from blt.data import validation_batches
 from blt.flops import run_cost
-from blt.generate import stream, stream_full_recompute
+from blt.generation import stream, stream_full_recompute
 from blt.patching import lengths_from_start_mask, start_mask_bpe
 from blt.tokenizer import OFFSET
 from tests.baselines.conftest import MICRO_BLT_SET, MICRO_TRAIN_SET

@@ -15,7 +15,7 @@ from blt.evaluate.scoring import (
     TokenModelScorer,
     scorer_for,
 )
-from blt.generate import generate
+from blt.generation import generate
 from blt.run import load
 from blt.tokenizer import OFFSET, encode
 

@@ -20,7 +20,7 @@ from blt.config import (
     PatchingConfig,
 )
 from blt.errors import ConfigError
-from blt.generate import (
+from blt.generation import (
     Engine,
     PatchStartRule,
     generate,

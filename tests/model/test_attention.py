@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from blt.model.attention import CausalMask, KeyWindows, attend, local_attention_mask
 from blt.model.byte_latent import PatchLayout
-from blt.model.layers import (
-    CausalMask,
-    CrossAttention,
-    KeyWindows,
-    apply_rope,
-    attend,
-    local_attention_mask,
-)
+from blt.model.layers import CrossAttention, apply_rope
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 

@@ -31,14 +31,9 @@ import torch.nn.functional as F
 
 from blt.config import PatchingConfig
 from blt.errors import ConfigError
+from blt.model.attention import local_attention_mask
 from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
-from blt.model.layers import (
-    CrossAttention,
-    LayerCache,
-    TransformerBlock,
-    TransformerStack,
-    local_attention_mask,
-)
+from blt.model.layers import CrossAttention, LayerCache, TransformerBlock, TransformerStack
 from blt.model.layout import patch_ids_from_lengths
 from blt.patching.entropy_model import entropy_from_logits
 from blt.patching.patcher import Patcher
