@@ -8,13 +8,10 @@ baseline), optionally one per noise type (`--noise`), and writes both as JSON an
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from blt.commands._paths import check_output_file
 from blt.errors import BLTError
@@ -30,11 +27,12 @@ from blt.evaluate.char_tasks import (
     make_task_set,
     split_words,
 )
-from blt.pipelines.finetune import WORDS_FILE
 from blt.evaluate.noise import CHOICES, NOISES, PASSAGE_BYTES, evaluate_noise, passages
 from blt.evaluate.scoring import scorer_for
-from blt.fileio import atomic_write_bytes, atomic_write_text
+from blt.fileio import atomic_write_text
+from blt.pipelines.finetune import WORDS_FILE
 from blt.run import load
+from blt.viz.plots import plot_char_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,43 +120,6 @@ def _format(rows: list[list[str]]) -> str:
                      for r in rows)
 
 
-def plot(report: dict, path: Path) -> Path:
-    """Grouped bars: ranking accuracy and exact match per task and model; accuracy per noise type."""
-    # Deferred: matplotlib takes a second to import.
-    from matplotlib.figure import Figure
-
-    names = list(report["models"])
-    panels = (["tasks"] if report["settings"]["tasks"] else []) + (["noise"] if report["settings"]["noise"] else [])
-    fig = Figure(figsize=(12, 4 * len(panels)), dpi=110, layout="constrained")
-    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
-    for ax, panel in zip(axes, panels):
-        if panel == "tasks":
-            groups = report["settings"]["tasks"] + ["average"]
-            series = [(f"{n} rank", [report["models"][n]["tasks"][t]["ranking_accuracy"] for t in groups]) for n in names]
-            if not report["settings"]["no_greedy"]:
-                series += [(f"{n} exact", [report["models"][n]["tasks"][t]["exact_match"] for t in groups]) for n in names]
-            ax.set_title("Character-level tasks (held-out words)")
-        else:
-            groups = [r["noise"] for r in report["models"][names[0]]["noise"]]
-            series = [(n, [r["ranking_accuracy"] for r in report["models"][n]["noise"]]) for n in names]
-            ax.set_title("Choosing a passage's ending under noisy input")
-        x = np.arange(len(groups))
-        width = 0.8 / len(series)
-        for i, (label, values) in enumerate(series):
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v for v in values], width, label=label)
-        chance = [report["chance"][t] for t in groups] if panel == "tasks" else [1 / CHOICES] * len(groups)
-        ax.hlines([100 * c for c in chance], x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidths=1,
-                  label="chance")
-        ax.set_xticks(x, groups, rotation=30, ha="right")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def run(args: argparse.Namespace) -> int:
     if not (1 <= args.examples <= MAX_EXAMPLES and 0 <= args.shots <= MAX_SHOTS and args.passages >= 4):
         raise BLTError(f"--examples must be in [1, {MAX_EXAMPLES:,}], --shots in [0, {MAX_SHOTS}] and --passages >= 4")
@@ -222,6 +183,6 @@ def run(args: argparse.Namespace) -> int:
     json_path = args.json or Path(args.run) / "eval_char.json"
     png_path = args.png or Path(args.run) / "eval_char.png"
     atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
-    plot(report, png_path)
+    plot_char_report(report, png_path, CHOICES)
     print(f"\nwrote {json_path} and {png_path}")
     return 0

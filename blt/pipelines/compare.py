@@ -47,12 +47,11 @@ from blt.baselines.tokenization import (
     measure_bytes_per_token,
     train_bpe,
 )
-from blt.train.checkpoint import latest_checkpoint
 from blt.config import BLTConfig, PatchingConfig
 from blt.data import ByteBatchIterator, PreparedData
 from blt.errors import BLTError, ConfigError
 from blt.evaluate import evaluate_run
-from blt.fileio import atomic_path, atomic_write_text
+from blt.fileio import atomic_write_text
 from blt.flops import ModelCost, blt_cost, format_flops, run_cost, token_model_cost
 from blt.patching.calibration import spread_sample
 from blt.patching.patcher import Patcher
@@ -66,6 +65,8 @@ from blt.pipelines.recipes import (
 )
 from blt.run import load
 from blt.train import TrainConfig, count_targets, default_train_config, read_metrics
+from blt.train.checkpoint import latest_checkpoint
+from blt.viz.plots import plot_bpb_vs_flops
 
 DEFAULT_BUDGET = 3e13  # training FLOPs per member: about an hour for all five on 2 CPU cores (tiny)
 DEFAULT_PATCH_SIZES = (4.5, 6.0, 8.0)
@@ -413,27 +414,3 @@ def compare_table(result: dict) -> str:
         )
     return "\n".join(lines)
 
-
-def plot_bpb_vs_flops(result: dict, out_png: Path) -> Path:
-    """Validation bits per byte against cumulative training FLOPs, one line per member."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in result["members"]:
-        curve = r["curve"]
-        if curve:
-            ax.plot([c["flops"] for c in curve], [c["val_bpb"] for c in curve], "o-", ms=3, label=r["name"])
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title(f"budget {result['settings']['budget']:.3g} FLOPs per model, preset {result['settings']['preset']}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out_png)

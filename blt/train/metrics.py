@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from blt.errors import CheckpointError
-from blt.fileio import atomic_path, atomic_write_text
+from blt.fileio import atomic_write_text
+from blt.viz.plots import plot_training_curve
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -53,26 +54,5 @@ def keep_metrics_through(path: Path, step: int) -> None:
 
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
-    """Training and validation bits-per-byte against step, as a PNG."""
-    records = read_metrics(metrics_path)
-    if not records:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in records], [r["bpb"] for r in records], label="train")
-    val = [r for r in records if "val_bpb" in r]
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_bpb"] for r in val], "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits per byte")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out_png)
+    """Training and validation bits-per-byte of a run's ``metrics.jsonl`` against step, as a PNG."""
+    return plot_training_curve(read_metrics(metrics_path), out_png)

@@ -1,0 +1,103 @@
+"""Plots of runs and reports: a training curve, a comparison's bits per byte against FLOPs, and the
+character-task and noise accuracies of `blt eval-char`. Patch views and their plots are in `patches`.
+
+matplotlib is imported only when a plot is drawn (it takes a second)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blt.fileio import atomic_path, atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curve(records: list[dict[str, Any]], out_png: Path) -> Path | None:
+    """Training and validation bits-per-byte against step (records of ``metrics.jsonl``), as a PNG."""
+    if not records:
+        return None
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in records], [r["bpb"] for r in records], label="train")
+    val = [r for r in records if "val_bpb" in r]
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_bpb"] for r in val], "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per byte")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_bpb_vs_flops(result: dict, out_png: Path) -> Path:
+    """Validation bits per byte against cumulative training FLOPs, one line per member."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in result["members"]:
+        curve = r["curve"]
+        if curve:
+            ax.plot([c["flops"] for c in curve], [c["val_bpb"] for c in curve], "o-", ms=3, label=r["name"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"budget {result['settings']['budget']:.3g} FLOPs per model, preset {result['settings']['preset']}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out_png)
+
+
+def plot_char_report(report: dict, path: Path, choices: int) -> Path:
+    """Grouped bars of a `blt eval-char` report: ranking accuracy and exact match per task and model, and
+    accuracy per noise type (``choices`` endings per passage, so chance is 1 / choices)."""
+    from matplotlib.figure import Figure
+
+    names = list(report["models"])
+    panels = (["tasks"] if report["settings"]["tasks"] else []) + (["noise"] if report["settings"]["noise"] else [])
+    fig = Figure(figsize=(12, 4 * len(panels)), dpi=110, layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels):
+        if panel == "tasks":
+            groups = report["settings"]["tasks"] + ["average"]
+            series = [(f"{n} rank", [report["models"][n]["tasks"][t]["ranking_accuracy"] for t in groups]) for n in names]
+            if not report["settings"]["no_greedy"]:
+                series += [(f"{n} exact", [report["models"][n]["tasks"][t]["exact_match"] for t in groups]) for n in names]
+            ax.set_title("Character-level tasks (held-out words)")
+        else:
+            groups = [r["noise"] for r in report["models"][names[0]]["noise"]]
+            series = [(n, [r["ranking_accuracy"] for r in report["models"][n]["noise"]]) for n in names]
+            ax.set_title("Choosing a passage's ending under noisy input")
+        x = np.arange(len(groups))
+        width = 0.8 / len(series)
+        for i, (label, values) in enumerate(series):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v for v in values], width, label=label)
+        chance = [report["chance"][t] for t in groups] if panel == "tasks" else [1 / choices] * len(groups)
+        ax.hlines([100 * c for c in chance], x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidths=1,
+                  label="chance")
+        ax.set_xticks(x, groups, rotation=30, ha="right")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
