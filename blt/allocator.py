@@ -3,14 +3,13 @@
 glibc's malloc serves big blocks (from 128 KiB, adaptively up to 32 MiB) straight from ``mmap`` and unmaps
 them on free, and it trims the top of its heap when a lot is free there. A training step allocates and frees
 its activations every time, so every step maps them afresh and the kernel zero-fills each 4 KiB page on first
-touch: 30-65 thousand page faults per step of the small preset (4 x 1024 bytes), among them the 123 MB
-hash-embedding gradient (~48 ms of faults by itself on a 2-core VM).
+touch: tens of thousands of page faults per step of the small preset (benchmarks/README.md).
 
 `keep_freed_memory` tells glibc (``mallopt``) to serve every size from its heap and never to hand the heap
-back, so from the second step on, allocations reuse pages that are already mapped (measured: ~0 faults per
-step). The price is that the process keeps its peak memory until it exits, which a training or benchmark
-process does anyway. It is process-wide; the `blt` command calls it for every subcommand unless
-``BLT_MALLOC=default`` is set, and library users may call it themselves. Elsewhere than glibc it does nothing.
+back, so from the second step on, allocations reuse pages that are already mapped. The price is that the
+process keeps its peak memory until it exits, which a training or benchmark process does anyway. It is
+process-wide; the `blt` command calls it for every subcommand unless ``BLT_MALLOC=default`` is set, and
+library users may call it themselves. Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations

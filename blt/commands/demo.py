@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     _say(f"done in {time.perf_counter() - started:.0f} s; pictures and runs:")
     for path in (entropy_dir / "loss.png", entropy_dir / "patch_size_vs_threshold.png", blt_dir / "loss.png", png):
-        if path.exists():  # an entropy run reused from an older version has no patch-size curve
+        if path.exists():  # a reused entropy run need not hold its patch-size curve
             print(f"  {path}")
     print(f"  next: blt eval {blt_dir} | blt generate {blt_dir} --prompt '...' | blt patch FILE --entropy-model {blt_dir}")
     return 0

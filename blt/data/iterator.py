@@ -57,7 +57,7 @@ class IteratorState:
     seed: int
     split: str
     data_fingerprint: str  # `PreparedData.fingerprint` of the data it was taken on
-    order: str = "stream"  # one of ROW_ORDERS (states saved before rows were shuffled have none: stream)
+    order: str = "stream"  # one of ROW_ORDERS (a saved state without one: stream)
     rows: int = 0  # shuffled: rows of the epoch already yielded
 
     def to_dict(self) -> dict[str, Any]:

@@ -92,11 +92,10 @@ class EntropyModel(CausalLM):
         `default_chunk_len`); memory is bounded by chunk_len * (chunk_len + window) per row. Any chunk
         length gives the same entropies as one full pass.
 
-        ``dtype`` is the compute precision: float32 (exact), or bfloat16 / float16 under autocast (about
-        1.4 times as fast on a CPU with AVX-512 bf16, more on GPUs). Low-precision entropies differ from
-        float32 ones by a few hundredths of a nat (at most 0.1 nats on the stdlib text with the demo's
-        `tiny` model), so a byte whose entropy is that close to the threshold lands on the other side of
-        it: patch boundaries may move slightly (2 of 14,707 patches there).
+        ``dtype`` is the compute precision: float32 (exact), or bfloat16 / float16 under autocast (faster
+        where the hardware has fast bf16). Low-precision entropies differ from float32 ones by a few
+        hundredths of a nat, so a byte whose entropy is that close to the threshold lands on the other side
+        of it: patch boundaries may move slightly (measurements in benchmarks/README.md).
         """
         squeeze = ids.dim() == 1
         ids = ids[None] if squeeze else ids

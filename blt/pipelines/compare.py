@@ -21,10 +21,7 @@ newest checkpoint.
 
 Default budget: `DEFAULT_BUDGET` (3e13 training FLOPs per member) is about an hour for all five on 2
 CPU cores with the tiny presets: BLT at patch size 4.5 then trains about 320 steps of 16 × 512 bytes, the
-byte model about 150. (Estimate: training runs at about 40-80 GFLOP/s of counted FLOPs on these cores,
-the baselines somewhat faster than BLT, and validation adds about a sixth.) A GPU budget, not measured
-here: on one H100 in bf16 the small preset might reach ~7% of the ~1e15 FLOP/s dense peak (7e13 FLOP/s),
-so ``--preset small --budget 5e16 --precision bf16`` is about an hour for all five.
+byte model about 150. The speeds behind that estimate, and a GPU budget, are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -104,7 +101,7 @@ class CompareOptions:
         record["entropy_model"] = str(Path(self.entropy_model).resolve()) if self.entropy_model else None
         record["patch_sizes"] = [float(p) for p in self.patch_sizes]
         record["baselines"] = list(self.baselines)
-        if self.warmup_fraction is None:  # left out when unset, so plans written without it still match
+        if self.warmup_fraction is None:  # left out when unset, so a plan without the field matches
             record.pop("warmup_fraction")
         return record
 
@@ -272,8 +269,8 @@ def _blt_steps(blt_cfg: BLTConfig, patching: PatchingConfig, opts: CompareOption
     The threshold is calibrated as `blt train` will calibrate it (same rows, same seed), then the training
     batches (the same iterator, seed and order as the trainer's) are patched in order, as many as the steps
     need: the calibration sample spreads over the whole split, but a short run sees only its first documents,
-    whose patches may be smaller or larger (on the stdlib corpus, a run of 159 steps calibrated to 4.5 bytes
-    saw 3.94). Steps and patch size are iterated to a fixed point."""
+    whose patches may be smaller or larger (smaller on the stdlib corpus: README.md, `blt compare`). Steps
+    and patch size are iterated to a fixed point."""
     calibrated, _ = calibrate_on_training_data(patching, batches.entropy_model, data, tcfg.seq_len, seed=tcfg.seed,
                                                entropies=batches.stored)
     patcher = Patcher(calibrated, batches.entropy_model)
@@ -321,8 +318,8 @@ def _train_member(member: Member, opts: CompareOptions, eval_every: int, log) ->
 
 def warmup_steps(steps: int, fraction: float) -> int:
     """Warmup steps of a member of ``steps`` steps: members of one budget train for very different numbers of
-    steps (at 1e13 FLOPs, tiny BLT ~170, the byte model ~40), and a fixed warmup would leave the short ones
-    below their peak learning rate."""
+    steps (at 1e13 FLOPs, `paper-xs` BLT at 6 bytes per patch 169, the byte model 34), and a fixed warmup
+    would leave the short ones below their peak learning rate."""
     return round(fraction * steps)
 
 

@@ -101,8 +101,8 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def verify_weights(path: Path) -> bool:
     """Check ``path`` against its record in ``checksums.json``: True when it matches, False when it has no
-    record (weights written before records were kept, or by another program); a `CheckpointError` when it
-    differs (corrupt, or truncated)."""
+    record (e.g. weights written by another program); a `CheckpointError` when it differs (corrupt, or
+    truncated)."""
     path = Path(path)
     meta = _read_checksums(path.parent).get(path.name)
     if meta is None:

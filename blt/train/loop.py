@@ -95,8 +95,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         is_matrix = p.dim() >= 2 and "embedding" not in name
         (decay if is_matrix else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel per parameter group instead of a dozen foreach passes over every tensor; 3-4x faster
-    # on CPU (small preset, 56 M parameters, 1 thread: 37-45 ms per step instead of 118-143 ms)
+    # fused: one kernel per parameter group instead of a dozen foreach passes over every tensor, several
+    # times faster on CPU (benchmarks/README.md)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
