@@ -21,20 +21,20 @@ Two paths produce the same bytes:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from blt.config import PatchingConfig
 from blt.errors import ConfigError
 from blt.model.attention import local_attention_mask
 from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
-from blt.model.layers import CrossAttention, LayerCache, TransformerBlock, TransformerStack
+from blt.model.cache import KVCache, LayerCache
+from blt.model.layers import TransformerStack
 from blt.model.layout import patch_ids_from_lengths
+from blt.model.steps import CrossStep, NormLinear, StackStep
 from blt.patching.entropy_model import entropy_from_logits
 from blt.patching.patcher import Patcher
 from blt.patching.patchers import lengths_from_start_mask, spacelike, start_mask_for
@@ -177,14 +177,10 @@ class GenerationState:
     doc_first_patch: int  # first patch of the current document
     entropies: list[np.float32]  # entropies of the last two positions (entropy modes)
     rule: PatchStartRule
-    entropy_caches: list[_KVBuffer]
-    encoder_caches: list[_KVBuffer]
-    global_caches: list[_KVBuffer]
-    decoder_caches: list[_KVBuffer]
     open_patch: list[list[torch.Tensor]]  # per encoder level (embeddings, then each layer): (L, D_e) states of its bytes
-    decoder_keys: list[tuple[torch.Tensor, torch.Tensor]]  # per decoder cross-attention: keys/values of the last complete patch
     num_patches: int  # complete patches (the global cache's length)
     global_steps: int = 0  # global-model steps taken after the prefill
+    batch: _Batch | None = None  # its caches, as a batch of one, until it joins a batch of several
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -192,14 +188,15 @@ class GenerationState:
 
 @dataclass
 class _Batch:
-    """Rows generated together: each row's bookkeeping stays in its `GenerationState`; its caches move into
-    caches stacked over the rows, so that a step reads every weight once for all rows."""
+    """Rows generated together (one row is a batch of one): each row's bookkeeping stays in its
+    `GenerationState`, its caches are stacked over the rows, so that a step reads every weight once for all
+    rows."""
 
     rows: list[GenerationState]
-    entropy_caches: list[_BatchKV]
-    encoder_caches: list[_BatchKV]
-    global_caches: list[_BatchKV]
-    decoder_caches: list[_BatchKV]
+    entropy_caches: list[KVCache]
+    encoder_caches: list[KVCache]
+    global_caches: list[KVCache]
+    decoder_caches: list[KVCache]
     decoder_keys: list[tuple[torch.Tensor, torch.Tensor]]  # per decoder cross-attention: (B, Hkv, k, hd) each
     logits: torch.Tensor  # (B, V)
 
@@ -207,297 +204,23 @@ class _Batch:
         """Keep only the rows at ``keep`` (in that order)."""
         index = torch.tensor(keep, device=self.logits.device)
         for cache in (*self.entropy_caches, *self.encoder_caches, *self.global_caches, *self.decoder_caches):
-            cache.select(index)
+            cache.select(keep)
         self.decoder_keys = [(k[index], v[index]) for k, v in self.decoder_keys]
         self.logits = self.logits[index]
         self.rows = [self.rows[i] for i in keep]
 
-
-# --- steps of one position: the math of the blocks' forward, with fewer ops --------------------------
-#
-# A step pushes one position (a vector (D,)) through matrix-vector products. At the sizes of local models
-# its cost is mostly the fixed cost of each torch op (a few microseconds), so these classes use as few
-# ops as the math allows: each RMSNorm weight (and the attention scale) is folded into the weights of the
-# linear layer after it, whose rows are fused (q|k|v, w1|w3); the norm's 1/rms becomes the ``alpha`` of
-# one `torch.addmv`, residual adds are its ``input``; RoPE is one complex multiply of q and k together;
-# keys/values are written in place into storage allocated once (`_KVBuffer`). The folded weights are
-# copies made when the `Engine` is built: an engine sees the weights as they were then.
-
-
-def _rms_scale(x: torch.Tensor, eps: float) -> float:
-    """1 / RMS(x) of a vector, as `RMSNorm` computes it (the weight is folded elsewhere)."""
-    norm = float(torch.linalg.vector_norm(x, dtype=torch.float32))
-    return 1.0 / math.sqrt(norm * norm / x.shape[-1] + eps)
-
-
-def _folded(norm_weight: torch.Tensor, *weights: torch.Tensor, scale: Sequence[float] | None = None) -> torch.Tensor:
-    """Rows of ``weights`` stacked, each multiplied column-wise by an RMSNorm weight (``W @ (g * x)`` =
-    ``(W * g) @ x``) and by its entry of ``scale``; computed in float32, returned in the weights' dtype."""
-    scale = scale or [1.0] * len(weights)
-    g = norm_weight.detach().float()
-    return torch.cat([w.detach().float() * g * s for w, s in zip(weights, scale)]).to(weights[0].dtype).contiguous()
-
-
-class _NormLinear:
-    """``linear(rms_norm(x, weight), W)`` for a vector x: one `torch.addmv` on folded weights."""
-
-    def __init__(self, norm: torch.nn.Module, *weights: torch.Tensor, scale: Sequence[float] | None = None):
-        self.weight, self.eps = _folded(norm.weight, *weights, scale=scale), norm.eps
-        self.zeros = self.weight.new_zeros(self.weight.shape[0])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmv(self.zeros, self.weight, x, beta=0, alpha=_rms_scale(x, self.eps))
-
-    def batch(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows x (B, D) -> (B, out)."""
-        scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)  # (B, 1), as RMSNorm
-        return F.linear(x * scale.to(x.dtype), self.weight)
-
-
-class _BlockStep:
-    """`TransformerBlock.forward` for one new position whose keys/values join a cache."""
-
-    def __init__(self, layer: TransformerBlock):
-        attn, ff = layer.attention, layer.feed_forward
-        self.n_heads, self.n_kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        self.qkv = _NormLinear(layer.attention_norm, attn.wq.weight, attn.wk.weight, attn.wv.weight,
-                               scale=[self.head_dim**-0.5, 1.0, 1.0])  # SDPA's 1/sqrt(hd), folded into q
-        self.wo = attn.wo.weight.detach().contiguous()
-        self.gate_up = _NormLinear(layer.ffn_norm, ff.w1.weight, ff.w3.weight)
-        self.w2 = ff.w2.weight.detach().contiguous()
-        self.hidden = ff.w1.weight.shape[0]
-
-    def _rotated(self, qkv: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-        """RoPE on the q and k heads of qkv (..., (H + 2 Hkv) hd) -> (..., H + Hkv, hd/2, 2); rotation (..., 1, hd/2)."""
-        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        pairs = qkv[..., : (H + Hkv) * hd].unflatten(-1, (H + Hkv, hd // 2, 2))
-        if pairs.dtype == torch.float32:
-            return torch.view_as_real(torch.view_as_complex(pairs) * rotation)
-        return torch.view_as_real(torch.view_as_complex(pairs.float()) * rotation).to(qkv.dtype)
-
-    def __call__(self, x: torch.Tensor, rotation: torch.Tensor, mask: torch.Tensor | None, cache: _KVBuffer) -> torch.Tensor:
-        """x (D,), rotation complex (hd/2,) -> (D,)."""
-        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.qkv(x)
-        rotated = self._rotated(qkv, rotation)
-        keys, values = cache.extend(rotated[H:].view(Hkv, hd), qkv[(H + Hkv) * hd :].view(Hkv, hd))
-        scores = torch.bmm(rotated[:H].view(Hkv, H // Hkv, hd), keys.transpose(1, 2))  # (Hkv, group, n)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        out = torch.bmm(torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype), values)  # (Hkv, group, hd)
-        x = torch.addmv(x, self.wo, out.view(-1))
-        gate, up = self.gate_up(x).split(self.hidden)
-        return torch.addmv(x, self.w2, F.silu(gate) * up)
-
-    def batch(self, x: torch.Tensor, rotation: torch.Tensor, visible: torch.Tensor, cache: _BatchKV) -> torch.Tensor:
-        """One new position in each of B rows: x (B, D), rotation complex (B, hd/2), visible bool (B, capacity)
-        (the cache slots each row's query sees once this position is written) -> (B, D)."""
-        B = x.shape[0]
-        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        qkv = self.qkv.batch(x)
-        rotated = self._rotated(qkv, rotation[:, None])  # (B, H + Hkv, hd/2, 2)
-        cache.write(rotated[:, H:].reshape(B, Hkv, hd), qkv[:, (H + Hkv) * hd :].view(B, Hkv, hd))
-        q = rotated[:, :H].reshape(B, Hkv, H // Hkv, hd)
-        scores = torch.matmul(q, cache.k.transpose(2, 3)).masked_fill(~visible[:, None, None], float("-inf"))  # (B, Hkv, group, cap)
-        out = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(cache.v.dtype), cache.v)  # (B, Hkv, group, hd)
-        x = x + F.linear(out.reshape(B, H * hd), self.wo)
-        gate, up = self.gate_up.batch(x).split(self.hidden, dim=-1)
-        return x + F.linear(F.silu(gate) * up, self.w2)
-
-
-class _KVBuffer:
-    """Keys and values of one attention layer's past positions for one-position steps, written in place into
-    storage allocated once (`LayerCache.extend` concatenates, copying the whole cache at every step).
-
-    With a sliding window it is a ring of ``window`` slots, position p in slot p % window (attention does not
-    depend on the order of its keys); without one, slot = position and the storage doubles when full.
-    """
-
-    def __init__(self, cache: LayerCache, length: int, window: int | None):
-        """Take over a prefill's cache, which holds the last ``len(cache)`` of ``length`` positions."""
-        _, heads, held, head_dim = cache.k.shape
-        keep = held if window is None else min(held, window - 1)
-        capacity = window if window is not None else max(64, 2 * length)
-        self.window, self.length = window, length
-        # Zeros, not garbage: batched steps attend over every slot, masking unused ones, and 0 * NaN is NaN.
-        self.k = cache.k.new_zeros(heads, capacity, head_dim)
-        self.v = cache.v.new_zeros(heads, capacity, head_dim)
-        slots = torch.arange(length - keep, length, device=cache.k.device) % capacity
-        self.k[:, slots] = cache.k[0, :, held - keep :]
-        self.v[:, slots] = cache.v[0, :, held - keep :]
-
-    def mask(self, first_visible: int) -> torch.Tensor | None:
-        """Mask of the next position's query over the keys `extend` will return, hiding the positions before
-        ``first_visible`` (an earlier document); None when it sees them all. -> bool (keys,)."""
-        t, capacity = self.length, self.k.shape[1]
-        n = min(t + 1, capacity) if self.window is not None else t + 1
-        if t + 1 - n >= first_visible:
-            return None
-        slots = torch.arange(n, device=self.k.device)
-        positions = t - (t - slots) % capacity if self.window is not None else slots
-        return positions >= first_visible
-
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add the next position's k, v (H, hd); returns the keys and values it may attend to, (H, n, hd)."""
-        t, capacity = self.length, self.k.shape[1]
-        if self.window is None and t == capacity:
-            self.k, self.v = torch.cat((self.k, torch.zeros_like(self.k)), 1), torch.cat((self.v, torch.zeros_like(self.v)), 1)
-            capacity *= 2
-        slot = t % capacity
-        self.k[:, slot] = k
-        self.v[:, slot] = v
-        self.length = n = t + 1
-        return self.k[:, : min(n, capacity)], self.v[:, : min(n, capacity)]
-
-
-class _BatchKV:
-    """The `_KVBuffer` of one attention layer for B rows at once: keys and values (B, H, capacity, hd).
-
-    Rows sit at different positions (``lengths``, the positions each row holds). With a window, every row
-    is a ring of ``window`` slots (position p in slot p % window); without one, slot = position, the
-    capacity is the longest row's (grown by doubling) and a shorter row's extra slots stay hidden.
-    """
-
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, window: int | None):
-        self.k, self.v, self.lengths, self.window = k, v, lengths, window
-
     @classmethod
-    def stack(cls, buffers: list[_KVBuffer]) -> _BatchKV:
-        """Rows' single-row buffers, stacked (copied)."""
-        capacity = max(b.k.shape[1] for b in buffers)
+    def cat(cls, batches: list[_Batch]) -> _Batch:
+        """Batches (of one row each, from `Engine.prefill`) as one, their caches copied."""
+        def caches(name: str) -> list[KVCache]:
+            return [KVCache.cat(list(layer)) for layer in zip(*(getattr(b, name) for b in batches))]
 
-        def padded(t: torch.Tensor) -> torch.Tensor:  # (H, c, hd) -> (H, capacity, hd)
-            return F.pad(t, (0, 0, 0, capacity - t.shape[1]))
-
-        lengths = torch.tensor([b.length for b in buffers], device=buffers[0].k.device)
-        return cls(torch.stack([padded(b.k) for b in buffers]), torch.stack([padded(b.v) for b in buffers]),
-                   lengths, buffers[0].window)
-
-    def rows(self, index: torch.Tensor) -> _BatchKV:
-        """The rows ``index`` (copies; `put_rows` writes them back)."""
-        return _BatchKV(self.k[index], self.v[index], self.lengths[index], self.window)
-
-    def put_rows(self, index: torch.Tensor, part: _BatchKV) -> None:
-        if part.k.shape[2] > self.k.shape[2]:
-            self._grow(part.k.shape[2])
-        capacity = part.k.shape[2]
-        self.k[index, :, :capacity], self.v[index, :, :capacity], self.lengths[index] = part.k, part.v, part.lengths
-
-    def _grow(self, capacity: int) -> None:
-        more = capacity - self.k.shape[2]
-        self.k, self.v = F.pad(self.k, (0, 0, 0, more)), F.pad(self.v, (0, 0, 0, more))
-
-    def make_room(self) -> None:
-        """Without a window, double the capacity when a row is full (call before `visible` and `write`)."""
-        if self.window is None and int(self.lengths.max()) == self.k.shape[2]:
-            self._grow(2 * self.k.shape[2])
-
-    def visible(self, first_visible: torch.Tensor) -> torch.Tensor:
-        """Slots the next position of each row sees: its own past within the window and the document that
-        starts at ``first_visible`` (B,), the new position included. -> bool (B, capacity)."""
-        capacity = self.k.shape[2]
-        t = self.lengths[:, None]  # the new position of each row
-        slots = torch.arange(capacity, device=self.k.device)[None]
-        positions = t - (t - slots) % capacity if self.window is not None else slots  # position held by each slot
-        return (positions >= first_visible[:, None]) & (positions <= t)
-
-    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """The new position's k, v (B, H, hd) of every row."""
-        slots = self.lengths % self.k.shape[2] if self.window is not None else self.lengths
-        rows = torch.arange(k.shape[0], device=k.device)
-        self.k[rows, :, slots] = k
-        self.v[rows, :, slots] = v
-        self.lengths = self.lengths + 1
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep only the rows ``keep`` (finished rows leave the batch)."""
-        self.k, self.v, self.lengths = self.k[keep], self.v[keep], self.lengths[keep]
-
-
-class _StackStep:
-    """A `TransformerStack` one position at a time, over `_KVBuffer` caches."""
-
-    def __init__(self, stack: TransformerStack, window: int | None):
-        self.rope = stack.rope
-        self.blocks = [_BlockStep(layer) for layer in stack.layers]
-        self.window = window
-        self.rotations = torch.empty(0, dtype=torch.complex64)
-
-    def buffers(self, caches: list[LayerCache], length: int) -> list[_KVBuffer]:
-        """Step caches from a prefill's caches after ``length`` positions."""
-        return [_KVBuffer(cache, length, self.window) for cache in caches]
-
-    @staticmethod
-    def mask(buffers: list[_KVBuffer], first_visible: int) -> torch.Tensor | None:
-        """See `_KVBuffer.mask` (every layer holds the same positions)."""
-        return buffers[0].mask(first_visible) if buffers else None
-
-    def rotation(self, position: int | torch.Tensor) -> torch.Tensor:
-        """RoPE angles of a position (or positions (B,)) as unit complex numbers, from a table grown on
-        demand. -> (hd/2,) (or (B, hd/2))."""
-        last = int(position) if isinstance(position, int) else int(position.max())
-        if last >= len(self.rotations):
-            cos, sin = self.rope(torch.arange(max(1024, 2 * last), device=self.rope.inv_freq.device))
-            self.rotations = torch.complex(cos, sin)  # (N, hd/2)
-        return self.rotations[position]
-
-    def batch(self, x: torch.Tensor, first_visible: torch.Tensor, caches: list[_BatchKV],
-              before_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """x (B, D), each row at the next position of its caches, through every block; every block's output.
-        ``before_block(i, x)`` runs before block i (the decoder's cross-attention)."""
-        for cache in caches:
-            cache.make_room()
-        rotation = self.rotation(caches[0].lengths) if caches else None
-        visible = caches[0].visible(first_visible) if caches else None
-        outputs = []
-        for i, (block, cache) in enumerate(zip(self.blocks, caches)):
-            if before_block is not None:
-                x = before_block(i, x)
-            x = block.batch(x, rotation, visible, cache)
-            outputs.append(x)
-        return outputs
-
-    def __call__(self, x: torch.Tensor, position: int, mask: torch.Tensor | None,
-                 caches: list[_KVBuffer]) -> list[torch.Tensor]:
-        """x (D,) at ``position`` through every block; returns every block's output."""
-        rotation = self.rotation(position)
-        outputs = []
-        for block, cache in zip(self.blocks, caches):
-            x = block(x, rotation, mask, cache)
-            outputs.append(x)
-        return outputs
-
-
-class _CrossStep:
-    """`CrossAttention.forward` (``q + attn(q)``, the reference's residual) for one query, against keys and
-    values computed once per patch."""
-
-    def __init__(self, cross: CrossAttention):
-        self.cross = cross
-        self.head_dim = cross.head_dim
-        self.query = _NormLinear(cross.query_norm, cross.wq.weight, scale=[self.head_dim**-0.5])
-        self.wo = cross.wo.weight.detach().contiguous()
-
-    def keys(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """States (N, S, D) -> keys, values (N, H_kv, S, hd)."""
-        cross = self.cross
-        kv = cross.kv_norm(states)
-        return tuple(F.linear(kv, w.weight).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (cross.wk, cross.wv))
-
-    def __call__(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """h (D,) -> (D,)."""
-        k, v = keys
-        q = self.query(h).view(k.shape[0], -1, self.head_dim)  # (Hkv, group, hd)
-        out = torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1, dtype=torch.float32).to(v.dtype), v)
-        return torch.addmv(h, self.wo, out.view(-1))
-
-    def batch(self, h: torch.Tensor, keys: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """h (B, D), each row's keys and values (B, Hkv, S, hd) -> (B, D)."""
-        k, v = keys
-        B, Hkv = k.shape[:2]
-        q = self.query.batch(h).view(B, Hkv, -1, self.head_dim)  # (B, Hkv, group, hd)
-        out = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1, dtype=torch.float32).to(v.dtype), v)
-        return h + F.linear(out.reshape(B, -1), self.wo)
+        keys = [tuple(torch.cat([b.decoder_keys[i][j] for b in batches]) for j in (0, 1))
+                for i in range(len(batches[0].decoder_keys))]
+        return cls(rows=[row for b in batches for row in b.rows], entropy_caches=caches("entropy_caches"),
+                   encoder_caches=caches("encoder_caches"), global_caches=caches("global_caches"),
+                   decoder_caches=caches("decoder_caches"), decoder_keys=keys,
+                   logits=torch.cat([b.logits for b in batches]))
 
 
 def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
@@ -512,23 +235,22 @@ def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
     return outputs
 
 
-_U64 = 1 << 64
-
-
 class Engine:
     """Incremental BLT generation with KV caches at every level; the same bytes as `stream_full_recompute`.
 
     >>> engine = Engine(run.model, run.patcher)                      # doctest: +SKIP
     >>> for row, byte in engine.stream([b"def ", b"class "], max_bytes=40): ...  # doctest: +SKIP
 
-    Each prompt is prefilled in one pass per stage. Several prompts then step together: one batched step
-    per byte for the local models (rows at different positions, with their own masks), and one batched
-    global step for the rows whose patch closes at that byte (patch boundaries differ between rows).
+    Each prompt is prefilled in one pass per stage. The prompts then step together, one prompt being a
+    batch of one: one step per byte for the local models (rows at different positions, with their own
+    masks), and one global step for the rows whose patch closes at that byte (patch boundaries differ
+    between rows).
     Rows never see each other; row i samples with its own generator seeded ``seed + i``, so a row
     generates what it would alone with that seed (up to float rounding of the batched matmuls), and a
     row that ends leaves the batch.
 
-    Prefill runs the blocks' own ``forward``; a step runs `_BlockStep`, the same math for one position.
+    Prefill runs the blocks' own ``forward``; a step runs `blt.model.steps`, the same math for one position
+    per row, over `blt.model.cache.KVCache` caches.
     """
 
     def __init__(self, model: ByteLatentTransformer, patcher: Patcher):
@@ -540,42 +262,26 @@ class Engine:
         self.k = model.cfg.cross_attn_k
         hashes = model.hash_embedding
         self.ngram_context = max(hashes.ngram_sizes) if hashes is not None else 1
-        # Hash powers p^j of each n-gram (oldest byte first) as unsigned 64-bit ints; see `ngram_hashes`.
-        self._hash_powers = [[pow(prime, j, _U64) for j in range(max(hashes.ngram_sizes))] for prime in hashes.primes] \
-            if hashes is not None else []
         cfg = model.cfg
-        self._entropy_step = _StackStep(self.entropy_model.transformer, self.entropy_model.cfg.window) \
+        self._entropy_step = StackStep(self.entropy_model.transformer, self.entropy_model.cfg.window) \
             if self.entropy_model is not None else None
-        self._encoder_step = _StackStep(model.encoder.transformer, cfg.encoder.window)
-        self._global_step = _StackStep(model.global_model.transformer, None)
-        self._decoder_step = _StackStep(model.decoder.transformer, cfg.decoder.window)
-        self._decoder_cross = [_CrossStep(cross) for cross in model.decoder.cross_attn_layers]
-        self._decoder_output = _NormLinear(model.decoder.norm, model.decoder.output.weight)  # logits of a position
-        self._entropy_output = _NormLinear(self.entropy_model.norm, self.entropy_model.output.weight) \
+        self._encoder_step = StackStep(model.encoder.transformer, cfg.encoder.window)
+        self._global_step = StackStep(model.global_model.transformer, None)
+        self._decoder_step = StackStep(model.decoder.transformer, cfg.decoder.window)
+        self._decoder_cross = [CrossStep(cross) for cross in model.decoder.cross_attn_layers]
+        self._decoder_output = NormLinear(model.decoder.norm, model.decoder.output.weight)  # logits of a position
+        self._entropy_output = NormLinear(self.entropy_model.norm, self.entropy_model.output.weight) \
             if self.entropy_model is not None else None
 
     # -- stages ----------------------------------------------------------------------------------
 
-    def _hash_rows(self, context: list[int]) -> list[int]:
-        """Rows of the fused hash table for the n-grams ending at the last id of ``context`` (the ids of
-        its document, at most the longest n-gram): `HashNgramEmbedding.table_indices` of one position."""
-        hashes = self.model.hash_embedding
-        rows = []
-        for f, powers in enumerate(self._hash_powers):
-            for j, n in enumerate(hashes.ngram_sizes):
-                gram = [0] * (n - len(context)) + context[-n:]  # ids before the document count as 0
-                h = sum(g * p for g, p in zip(gram, powers)) % _U64
-                h = h - _U64 if h >= 1 << 63 else h  # int64 wraparound, then a non-negative mod
-                rows.append(h % hashes.rows + (f * len(hashes.ngram_sizes) + j) * hashes.rows)
-        return rows
-
-    def _embed_step(self, context: list[int]) -> torch.Tensor:
-        """`ByteLatentTransformer.embed` of the last id of ``context`` (ids of its document). -> (D_e,)."""
-        model = self.model
-        x = model.byte_embedding.weight[context[-1]]
-        if model.hash_embedding is not None:
-            x = x + model.hash_embedding.table.weight[self._hash_rows(context)].sum(0)
-        return x
+    def _hash_rows(self, contexts: list[list[int]]) -> torch.Tensor:
+        """Rows of the fused hash table for the n-grams ending at the last id of each context (the ids of its
+        document, at most the longest n-gram), left-padded with id 0, which hashes as the missing ids before
+        a document do (`HashNgramEmbedding.last_table_indices`). -> (B, tables)."""
+        n = self.ngram_context
+        padded = [[0] * (n - len(context)) + context[-n:] for context in contexts]
+        return self.model.hash_embedding.last_table_indices(torch.tensor(padded, device=self.device))
 
     def _encoder_patches(self, levels: list[torch.Tensor], patch_ids: torch.Tensor, num_patches: int,
                          cross_mask: torch.Tensor | None) -> torch.Tensor:
@@ -596,14 +302,13 @@ class Engine:
             queries = encoder.patch_query_projection(patch_max_pool(levels[0], patch_ids, num_patches)).view(B, -1, D)
         return queries.view(B, num_patches, self.k * D)  # (B, P*k, D) -> (B, P, k*D)
 
-    def _project_for_decoder(self, state: GenerationState, global_states: torch.Tensor) -> torch.Tensor:
-        """Global states (1, P, D_g) -> the decoder's cross-attention states (1, P*k, D_d); keeps the keys and
-        values of the last patch for the steps."""
+    def _project_for_decoder(self, global_states: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+        """Global states (1, P, D_g) -> the decoder's cross-attention states (1, P*k, D_d), and for each decoder
+        cross-attention the keys and values of the last patch, (1, H_kv, k, hd) each, for the steps."""
         decoder = self.model.decoder
         patch_states = decoder.patch_projection(global_states).view(1, -1, decoder.cfg.dim)  # (1, P, k*D) -> (1, P*k, D)
         last = patch_states[:, -self.k :]
-        state.decoder_keys = [tuple(t[0] for t in cross.keys(last)) for cross in self._decoder_cross]
-        return patch_states
+        return patch_states, [cross.keys(last) for cross in self._decoder_cross]
 
     def _take_open_patch(self, state: GenerationState) -> torch.Tensor:
         """The global model's input for the open patch, which ends at the newest byte. -> (D_g,)."""
@@ -613,17 +318,6 @@ class Engine:
         patch = self._encoder_patches(levels, patch_ids, 1, None)  # (1, 1, k*D_e)
         g = self.model.global_model
         return (g.input_projection(patch) if g.input_projection is not None else patch)[0, 0]
-
-    def _close_patch(self, state: GenerationState) -> None:
-        """The open patch ends at the newest byte: encode it, take one global step, keep its projection."""
-        g = self.model.global_model
-        h = self._take_open_patch(state)  # (D_g,)
-        mask = self._global_step.mask(state.global_caches, state.doc_first_patch)
-        if g.transformer.layers:
-            h = self._global_step(h, state.num_patches, mask, state.global_caches)[-1]
-        self._project_for_decoder(state, h.view(1, 1, -1))
-        state.num_patches += 1
-        state.global_steps += 1
 
     # -- prefill and step ------------------------------------------------------------------------
 
@@ -696,15 +390,10 @@ class Engine:
             ids=id_list, logits=torch.empty(0), next_starts=next_starts, doc_start=doc_start,
             doc_first_patch=int(patch_ids[0, doc_start]),
             entropies=[np.float32(e) for e in entropies[0, -2:].tolist()] if entropies is not None else [],
-            rule=rule,
-            entropy_caches=self._entropy_step.buffers(entropy_caches, T) if self._entropy_step is not None else [],
-            encoder_caches=self._encoder_step.buffers(encoder_caches, T),
-            global_caches=self._global_step.buffers(global_caches, complete),
-            decoder_caches=[],
-            open_patch=[[lv[0, first_open:]] if first_open < T else [] for lv in levels],
-            decoder_keys=[], num_patches=complete,
+            rule=rule, open_patch=[[lv[0, first_open:]] if first_open < T else [] for lv in levels],
+            num_patches=complete,
         )
-        patch_states = self._project_for_decoder(state, h)  # (1, P_c*k, D_d)
+        patch_states, decoder_keys = self._project_for_decoder(h)  # (1, P_c*k, D_d)
 
         # Local decoder: byte b reads the last patch complete at b — its own patch if b ends it.
         decoder = model.decoder
@@ -718,87 +407,55 @@ class Engine:
             if decoder.cfg.cross_attn_all_layers or i == 0:
                 h = h + decoder.cross_attn_layers[i](h, patch_states, cross_mask)
             h = layer(h, rope, self_mask, cache)
-        state.decoder_caches = self._decoder_step.buffers(decoder_caches, T)
         state.logits = decoder.output(decoder.norm(h[0, -1]))
+        state.batch = _Batch(
+            rows=[state],
+            entropy_caches=self._entropy_step.caches(entropy_caches, T) if self._entropy_step is not None else [],
+            encoder_caches=self._encoder_step.caches(encoder_caches, T),
+            global_caches=self._global_step.caches(global_caches, complete),
+            decoder_caches=self._decoder_step.caches(decoder_caches, T),
+            decoder_keys=decoder_keys, logits=state.logits[None])
         return state
 
-    @torch.inference_mode()
     def step(self, state: GenerationState, next_id: int) -> torch.Tensor:
-        """Append one id to a sequence; returns (and stores in ``state.logits``) the logits for the id after it."""
-        if not 0 <= int(next_id) < VOCAB_SIZE:
-            raise ValueError(f"next_id must be in [0, {VOCAB_SIZE}), got {next_id}")
-        model = self.model
-        t = len(state.ids)
-        if state.ids[-1] == EOS_ID:
-            state.doc_start = t
-        if state.next_starts and t == state.doc_start:
-            state.doc_first_patch = state.num_patches
-        state.ids.append(int(next_id))
-
-        # Does byte t + 1 open a patch? Needs the entropy at t, so this comes first.
-        if self.entropy_model is not None:
-            em = self.entropy_model
-            x = em.embedding.weight[int(next_id)]
-            mask = self._entropy_step.mask(state.entropy_caches, state.doc_start)
-            h = self._entropy_step(x, t, mask, state.entropy_caches)[-1]
-            entropy = entropy_from_logits(self._entropy_output(h))
-            state.entropies = [*state.entropies[-1:], np.float32(entropy.item())]
-        state.next_starts = state.rule.starts(t + 1, state.ids[-2:], state.entropies)
-
-        # Local encoder step; the byte joins the open patch, which closes here if byte t + 1 opens the next.
-        x = self._embed_step(state.ids[max(state.doc_start, t + 1 - self.ngram_context):])
-        mask = self._encoder_step.mask(state.encoder_caches, state.doc_start)
-        levels = [x] + self._encoder_step(x, t, mask, state.encoder_caches)
-        for level, states in zip(state.open_patch, levels):
-            level.append(states.view(1, -1))
-        if state.next_starts:
-            self._close_patch(state)
-
-        # Local decoder step, reading the last complete patch (byte t's own, if it was just closed).
-        decoder, step = model.decoder, self._decoder_step
-        mask = step.mask(state.decoder_caches, state.doc_start)
-        rotation = step.rotation(t)
-        h = levels[-1]
-        for i, (block, cache) in enumerate(zip(step.blocks, state.decoder_caches)):
-            if decoder.cfg.cross_attn_all_layers or i == 0:
-                h = h + self._decoder_cross[i](h, state.decoder_keys[i])
-            h = block(h, rotation, mask, cache)
-        state.logits = self._decoder_output(h)
+        """Append one id to a sequence (not part of a batch of several); returns (and stores in ``state.logits``)
+        the logits for the id after it."""
+        if state.batch is None:
+            raise ValueError("this sequence is stepped in a batch of several rows")
+        state.logits = self._step_batch(state.batch, [next_id])[0]
         return state.logits
 
     # -- batches of rows -------------------------------------------------------------------------
 
     def _batch(self, states: list[GenerationState]) -> _Batch:
         """Prefilled rows as one batch (their caches are moved into the batch's)."""
-        def stacked(name: str) -> list[_BatchKV]:
-            caches = [_BatchKV.stack(list(layer)) for layer in zip(*(getattr(s, name) for s in states))]
-            for state in states:
-                setattr(state, name, [])
-            return caches
-
-        keys = [tuple(torch.stack([s.decoder_keys[i][j] for s in states]) for j in (0, 1))
-                for i in range(len(self._decoder_cross))]
+        if len(states) == 1:
+            return states[0].batch
+        batch = _Batch.cat([state.batch for state in states])
         for state in states:
-            state.decoder_keys = []
-        return _Batch(rows=states, entropy_caches=stacked("entropy_caches"), encoder_caches=stacked("encoder_caches"),
-                      global_caches=stacked("global_caches"), decoder_caches=stacked("decoder_caches"),
-                      decoder_keys=keys, logits=torch.stack([s.logits for s in states]))
+            state.batch = None
+        return batch
 
     def _close_patches(self, batch: _Batch, closing: list[int]) -> None:
         """`_close_patch` for the rows at ``closing``, their global steps taken together."""
         rows = [batch.rows[b] for b in closing]
         index = torch.tensor(closing, device=self.device)
         h = torch.stack([self._take_open_patch(state) for state in rows])  # (n, D_g)
+        every_row = len(closing) == len(batch.rows)  # then the batch's caches are stepped in place
         if self.model.global_model.transformer.layers:
-            caches = [cache.rows(index) for cache in batch.global_caches]
-            first = torch.tensor([state.doc_first_patch for state in rows], device=self.device)
-            h = self._global_step.batch(h, first, caches)[-1]
-            for cache, part in zip(batch.global_caches, caches):
-                cache.put_rows(index, part)
+            caches = batch.global_caches if every_row else [cache.rows(closing) for cache in batch.global_caches]
+            h = self._global_step.batch(h, [state.doc_first_patch for state in rows], caches)[-1]
+            if not every_row:
+                for cache, part in zip(batch.global_caches, caches):
+                    cache.put_rows(closing, part)
         decoder = self.model.decoder
         patch_states = decoder.patch_projection(h).view(len(rows), self.k, decoder.cfg.dim)  # (n, k*D) -> (n, k, D)
-        for (k, v), cross in zip(batch.decoder_keys, self._decoder_cross):
-            k[index], v[index] = cross.keys(patch_states)
+        for i, cross in enumerate(self._decoder_cross):
+            if every_row:
+                batch.decoder_keys[i] = cross.keys(patch_states)
+            else:
+                k, v = batch.decoder_keys[i]
+                k[index], v[index] = cross.keys(patch_states)
         for state in rows:
             state.num_patches += 1
             state.global_steps += 1
@@ -806,6 +463,8 @@ class Engine:
     @torch.inference_mode()
     def _step_batch(self, batch: _Batch, next_ids: list[int]) -> torch.Tensor:
         """`step` for every row of a batch at once (row b appends ``next_ids[b]``). -> logits (B, V)."""
+        if any(not 0 <= int(i) < VOCAB_SIZE for i in next_ids):
+            raise ValueError(f"next ids must be in [0, {VOCAB_SIZE}), got {list(next_ids)}")
         model, rows = self.model, batch.rows
         for state, next_id in zip(rows, next_ids):
             t = len(state.ids)
@@ -814,8 +473,8 @@ class Engine:
             if state.next_starts and t == state.doc_start:
                 state.doc_first_patch = state.num_patches
             state.ids.append(int(next_id))
-        ids = torch.tensor(next_ids, device=self.device)
-        doc_start = torch.tensor([state.doc_start for state in rows], device=self.device)
+        ids = torch.tensor(next_ids, device=self.device) if len(next_ids) > 1 else slice(next_ids[0], next_ids[0] + 1)
+        doc_start = [state.doc_start for state in rows]
 
         if self.entropy_model is not None:
             h = self._entropy_step.batch(self.entropy_model.embedding.weight[ids], doc_start, batch.entropy_caches)[-1]
@@ -827,8 +486,7 @@ class Engine:
         x = model.byte_embedding.weight[ids]  # (B, D_e)
         if model.hash_embedding is not None:
             contexts = [state.ids[max(state.doc_start, len(state.ids) - self.ngram_context):] for state in rows]
-            table_rows = torch.tensor([self._hash_rows(context) for context in contexts], device=self.device)
-            x = x + model.hash_embedding.table.weight[table_rows].sum(1)
+            x = x + model.hash_embedding.table.weight[self._hash_rows(contexts)].sum(1)
         levels = [x] + self._encoder_step.batch(x, doc_start, batch.encoder_caches)
         for b, state in enumerate(rows):
             for level, states in zip(state.open_patch, levels):
@@ -867,12 +525,12 @@ class Engine:
         generators = [torch.Generator(device=self.device).manual_seed(seed + i) if seed is not None else None
                       for i in range(len(states))]
         outputs = [bytearray() for _ in states]
-        batch = self._batch(states) if len(states) > 1 else None
+        batch = self._batch(states)
         active = list(range(len(states)))  # rows still generating, in the batch's order
         while active:
             keep, tokens = [], []
             for j, row in enumerate(active):
-                logits = batch.logits[j] if batch is not None else states[row].logits
+                logits = batch.logits[j]
                 token = int(sample_next(logits[None], temperature, top_k, top_p, generators[row]))
                 if token == EOS_ID or token < OFFSET:
                     continue
@@ -885,9 +543,6 @@ class Engine:
                 tokens.append(token)
             if not keep:
                 return
-            if batch is None:
-                self.step(states[active[0]], tokens[0])
-                continue
             if len(keep) < len(active):
                 batch.select(keep)
                 active = [active[j] for j in keep]

@@ -190,7 +190,7 @@ def test_hash_rows_equal_table_indices(model):
     ids[0, 3:6] = torch.tensor([0, 255 + OFFSET, 255 + OFFSET])
     expected = model.hash_embedding.table_indices(ids)[0]  # (T, tables)
     for t in range(30):
-        assert engine._hash_rows(ids[0, max(0, t - 7) : t + 1].tolist()) == expected[t].tolist()
+        assert engine._hash_rows([ids[0, max(0, t - 7) : t + 1].tolist()])[0].tolist() == expected[t].tolist()
 
 
 def test_sampling_is_reproducible_under_a_seed(model, entropy_model, entropy_range):

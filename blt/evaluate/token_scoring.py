@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from blt.errors import ConfigError
 from blt.model.attention import local_attention_mask
-from blt.model.layers import LayerCache
+from blt.model.cache import LayerCache
 from blt.run import Run, load
 from blt.tokenizer import BOS_ID, OFFSET, PAD_ID
 

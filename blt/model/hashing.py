@@ -42,6 +42,18 @@ def ngram_hashes(ids: torch.Tensor, n: int, prime: int, rows: int, doc_ids: torc
     return (windows * powers).sum(-1).remainder(rows)  # int64 wraps on overflow; remainder is >= 0
 
 
+def _last_powers(primes: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+    """(N, num_tables) int64, N = max(sizes): column f * len(sizes) + j holds p_f^i at the last n_j rows
+    (oldest id first, as in `ngram_hashes`) and 0 above, so a row of the last N ids times it gives every hash."""
+    N = max(sizes)
+    powers = torch.zeros(N, len(primes) * len(sizes), dtype=torch.long)
+    for f, prime in enumerate(primes):
+        for j, n in enumerate(sizes):
+            for i in range(n):
+                powers[N - n + i, f * len(sizes) + j] = _as_int64(pow(prime, i, _U64))
+    return powers
+
+
 class HashNgramEmbedding(nn.Module):
     """Sum of the hashed n-gram embeddings of every byte, from one fused table."""
 
@@ -52,6 +64,7 @@ class HashNgramEmbedding(nn.Module):
         self.rows = cfg.rows
         self.dim = dim
         self.table = nn.Embedding(cfg.num_tables * cfg.rows, dim)
+        self._last_powers: torch.Tensor | None = None  # for `last_table_indices`, built on first use
 
     def table_indices(self, ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Row of the fused table for every (byte, table). (B, T) -> (B, T, num_tables)."""
@@ -61,6 +74,23 @@ class HashNgramEmbedding(nn.Module):
             for j, n in enumerate(self.ngram_sizes)
         ]
         return torch.stack(indices, dim=-1)
+
+    def last_table_indices(self, windows: torch.Tensor) -> torch.Tensor:
+        """`table_indices` of the last position only, for rows of its last ``max(ngram_sizes)`` ids (id 0 for
+        those before a row's start). (B, N) -> (B, num_tables), the hashes of all sizes and functions as one
+        int64 matrix product (wrapping as `ngram_hashes` does): what a generation step needs.
+
+        >>> h = HashNgramEmbedding(HashEmbeddingConfig(rows=97, num_functions=2), dim=4)
+        >>> ids = torch.tensor([[1, 76, 105, 112, 112, 115, 40, 41]])
+        >>> torch.equal(h.last_table_indices(ids), h.table_indices(ids)[:, -1])
+        True
+        """
+        if windows.shape[-1] != max(self.ngram_sizes):
+            raise ValueError(f"windows must hold the last {max(self.ngram_sizes)} ids, got {windows.shape[-1]}")
+        if self._last_powers is None or self._last_powers.device != windows.device:
+            self._last_powers = _last_powers(self.primes, self.ngram_sizes).to(windows.device)
+        offsets = torch.arange(len(self.primes) * len(self.ngram_sizes), device=windows.device) * self.rows
+        return (windows.long() @ self._last_powers).remainder(self.rows) + offsets
 
     def forward(self, ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) -> (B, T, D): the sum over tables, one fused lookup."""

@@ -16,6 +16,7 @@ from torch import nn
 
 from blt.config import TransformerConfig
 from blt.model.attention import CausalMask, DenseMask, Mask, as_mask
+from blt.model.cache import LayerCache
 from blt.tokenizer import document_ids
 
 
@@ -88,30 +89,6 @@ def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., hd) -> (..., hd/2) complex
     return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
-
-
-class LayerCache:
-    """Rotated keys and values of one attention layer for past positions (owned by whoever runs steps)."""
-
-    def __init__(self) -> None:
-        self.k: torch.Tensor | None = None  # (B, H_kv, T_past, hd)
-        self.v: torch.Tensor | None = None
-
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append new keys/values; returns past + new."""
-        if self.k is not None:
-            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
-        self.k, self.v = k, v
-        return k, v
-
-    def keep_last(self, n: int) -> None:
-        """Forget all but the last n positions (sliding windows need only window - 1)."""
-        if self.k is not None:
-            start = max(0, self.k.shape[2] - n)
-            self.k, self.v = self.k[:, :, start:], self.v[:, :, start:]
-
-    def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
 
 
 class Attention(nn.Module):

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from blt.config import EntropyModelConfig
 from blt.model.attention import local_attention_mask
-from blt.model.layers import CausalLM, LayerCache
+from blt.model.cache import LayerCache
+from blt.model.layers import CausalLM
 from blt.tokenizer import document_ids
 
 DEFAULT_BATCH_SIZE = 64  # rows per call of `EntropyModel.entropies`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,3 +69,15 @@ def test_fused_table_offsets_and_sum():
         assert ((indices[..., t] >= t * 50) & (indices[..., t] < (t + 1) * 50)).all()
     expected = emb.table.weight[indices].sum(dim=2)
     torch.testing.assert_close(emb(HELLO), expected)
+
+
+@pytest.mark.parametrize("num_functions", [1, 2, 11])
+def test_last_table_indices_equal_the_last_position_of_table_indices(num_functions):
+    emb = HashNgramEmbedding(HashEmbeddingConfig(rows=500002, num_functions=num_functions), dim=2)
+    gen = torch.Generator().manual_seed(num_functions)
+    windows = torch.randint(0, 260, (64, 8), generator=gen)
+    windows[:8] = 259  # the largest id: the products wrap around most
+    windows[8:16, :5] = 0  # short contexts, left-padded
+    assert torch.equal(emb.last_table_indices(windows), emb.table_indices(windows)[:, -1])
+    with pytest.raises(ValueError, match="last 8 ids"):
+        emb.last_table_indices(windows[:, 1:])
