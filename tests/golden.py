@@ -22,21 +22,15 @@ import torch
 from blt.baselines.model import TokenLM, TokenModelConfig
 from blt.baselines.tokenization import BPETokenizer, ByteTokenizer
 from blt.config import (
-    BLTConfig,
-    EntropyModelConfig,
-    GlobalConfig,
-    HashEmbeddingConfig,
-    LocalDecoderConfig,
-    LocalEncoderConfig,
     PatchingConfig,
 )
 from blt.evaluate.scoring import EntropyModelScorer
 from blt.evaluate.token_scoring import token_greedy
 from blt.generation import generate
 from blt.model import ByteLatentTransformer
-from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.run import Run
+from tests.helpers import micro_config, other_layout, scaled_entropy_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUMMARIES = FIXTURES / "golden.safetensors"
@@ -50,27 +44,6 @@ def machine() -> dict:
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def blt_config(**changes) -> BLTConfig:
-    """Windows shorter than the inputs, GQA, two hash functions, cross-attention in every local layer."""
-    cfg = BLTConfig(
-        encoder=LocalEncoderConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, window=8, cross_attn_all_layers=True),
-        global_model=GlobalConfig(dim=48, n_layers=2, n_heads=4, n_kv_heads=2),
-        decoder=LocalDecoderConfig(dim=32, n_layers=2, n_heads=2, window=6, cross_attn_all_layers=True),
-        hash=HashEmbeddingConfig(rows=97, num_functions=2),
-        cross_attn_k=2,
-        max_seq_len=64,
-    )
-    return cfg.replace(**changes)
-
-
-OTHER_LAYOUT = dict(  # cross-attention after the last encoder / before the first decoder layer, k = 1, no windows
-    encoder=LocalEncoderConfig(dim=32, n_layers=1, n_heads=2, window=None, cross_attn_all_layers=False),
-    decoder=LocalDecoderConfig(dim=32, n_layers=3, n_heads=4, window=None, cross_attn_all_layers=False),
-    global_model=GlobalConfig(dim=32, n_layers=1, n_heads=2),
-    hash=HashEmbeddingConfig(num_functions=0),
-    cross_attn_k=1,
-)
-
 PATCHINGS = {
     "entropy": PatchingConfig(mode="entropy", threshold=1.6001),
     "entropy_max3": PatchingConfig(mode="entropy", threshold=2.7001, max_patch_length=3),
@@ -80,14 +53,6 @@ PATCHINGS = {
     "space": PatchingConfig(mode="space", max_patch_length=4),
     "byte": PatchingConfig(mode="byte"),
 }
-
-
-def entropy_model() -> EntropyModel:
-    """Seeded, with its output scaled so entropies spread over ~0-5 nats and the thresholds above bite."""
-    em = EntropyModel(EntropyModelConfig(dim=32, n_layers=2, n_heads=2, window=5, chunk_len=16)).init_weights(seed=1)
-    with torch.no_grad():
-        em.output.weight.mul_(4.0)
-    return em.eval()
 
 
 def ids(batch: int, length: int, seed: int) -> torch.Tensor:
@@ -103,12 +68,12 @@ def compute() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, generations as hex) of every case."""
     tensors: dict[str, torch.Tensor] = {}
     texts: dict[str, str] = {}
-    em = entropy_model()
+    em = scaled_entropy_model()
     x = ids(3, 48, seed=7)
     with torch.no_grad():
         tensors["entropy_model/entropies"] = em.entropies(x)
         tensors["entropy_model/logits"] = em(x)
-    for layout, cfg in (("main", blt_config()), ("other", blt_config(**OTHER_LAYOUT))):
+    for layout, cfg in (("main", micro_config()), ("other", other_layout())):
         model = ByteLatentTransformer(cfg).init_weights(seed=0).eval()
         for name, patching in PATCHINGS.items():
             patcher = Patcher(patching, em)

@@ -1,4 +1,4 @@
-"""Small builders shared by tests (random byte rows, random causal patchings)."""
+"""Small builders shared by tests (random byte rows, random causal patchings, the micro models of generation)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ import itertools
 
 import torch
 
+from blt.config import (
+    BLTConfig,
+    EntropyModelConfig,
+    GlobalConfig,
+    HashEmbeddingConfig,
+    LocalDecoderConfig,
+    LocalEncoderConfig,
+)
+from blt.patching.entropy_model import EntropyModel
 from blt.tokenizer import BOS_ID, OFFSET
 
 
@@ -31,3 +40,36 @@ def lengths_from_mask(mask: torch.Tensor) -> torch.Tensor:
         rows.append(torch.tensor([b - a for a, b in itertools.pairwise(starts)]))
     width = max(r.numel() for r in rows)
     return torch.stack([torch.nn.functional.pad(r, (0, width - r.numel())) for r in rows])
+
+
+def micro_config(**changes) -> BLTConfig:
+    """Windows of 8 and 6 bytes, so prompts exceed them; GQA; cross-attention in every local layer."""
+    cfg = BLTConfig(
+        encoder=LocalEncoderConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, window=8, cross_attn_all_layers=True),
+        global_model=GlobalConfig(dim=48, n_layers=2, n_heads=4, n_kv_heads=2),
+        decoder=LocalDecoderConfig(dim=32, n_layers=2, n_heads=2, window=6, cross_attn_all_layers=True),
+        hash=HashEmbeddingConfig(rows=97, num_functions=2),
+        cross_attn_k=2,
+        max_seq_len=64,
+    )
+    return cfg.replace(**changes)
+
+
+def other_layout() -> BLTConfig:
+    """Cross-attention in the last encoder / first decoder layer only, k = 1, no windows, no hash embeddings."""
+    return micro_config(
+        encoder=LocalEncoderConfig(dim=32, n_layers=1, n_heads=2, window=None, cross_attn_all_layers=False),
+        decoder=LocalDecoderConfig(dim=32, n_layers=3, n_heads=4, window=None, cross_attn_all_layers=False),
+        global_model=GlobalConfig(dim=32, n_layers=1, n_heads=2),
+        hash=HashEmbeddingConfig(num_functions=0),
+        cross_attn_k=1,
+    )
+
+
+def scaled_entropy_model(seed: int = 1) -> EntropyModel:
+    """A random entropy model whose output is scaled up, so entropies spread over ~0-5 nats."""
+    em = EntropyModel(EntropyModelConfig(dim=32, n_layers=2, n_heads=2, window=5, chunk_len=16)).init_weights(seed=seed)
+    with torch.no_grad():
+        em.output.weight.mul_(4.0)
+    return em.eval()
+

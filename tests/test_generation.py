@@ -8,15 +8,8 @@ import pytest
 import torch
 
 from blt.bench import torch_threads
-from blt.train.checkpoint import save_tensors
 from blt.cli import main
 from blt.config import (
-    BLTConfig,
-    EntropyModelConfig,
-    GlobalConfig,
-    HashEmbeddingConfig,
-    LocalDecoderConfig,
-    LocalEncoderConfig,
     PatchingConfig,
 )
 from blt.errors import ConfigError
@@ -32,29 +25,10 @@ from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, encode
-from tests.helpers import random_ids
+from blt.train.checkpoint import save_tensors
+from tests.helpers import micro_config, other_layout, random_ids, scaled_entropy_model
 
-
-def micro_config(**changes) -> BLTConfig:
-    """Windows of 8 and 6 bytes, so prompts exceed them; GQA; cross-attention in every local layer."""
-    cfg = BLTConfig(
-        encoder=LocalEncoderConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, window=8, cross_attn_all_layers=True),
-        global_model=GlobalConfig(dim=48, n_layers=2, n_heads=4, n_kv_heads=2),
-        decoder=LocalDecoderConfig(dim=32, n_layers=2, n_heads=2, window=6, cross_attn_all_layers=True),
-        hash=HashEmbeddingConfig(rows=97, num_functions=2),
-        cross_attn_k=2,
-        max_seq_len=64,
-    )
-    return cfg.replace(**changes)
-
-
-OTHER_LAYOUT = micro_config(  # cross-attention in the last encoder / first decoder layer only, k = 1, full causal
-    encoder=LocalEncoderConfig(dim=32, n_layers=1, n_heads=2, window=None, cross_attn_all_layers=False),
-    decoder=LocalDecoderConfig(dim=32, n_layers=3, n_heads=4, window=None, cross_attn_all_layers=False),
-    global_model=GlobalConfig(dim=32, n_layers=1, n_heads=2),
-    hash=HashEmbeddingConfig(num_functions=0),
-    cross_attn_k=1,
-)
+OTHER_LAYOUT = other_layout()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,11 +45,7 @@ def model() -> ByteLatentTransformer:
 
 @pytest.fixture(scope="module")
 def entropy_model() -> EntropyModel:
-    """A random entropy model whose output is scaled up, so entropies spread over ~0-5 nats."""
-    em = EntropyModel(EntropyModelConfig(dim=32, n_layers=2, n_heads=2, window=5, chunk_len=16)).init_weights(seed=1)
-    with torch.no_grad():
-        em.output.weight.mul_(4.0)
-    return em.eval()
+    return scaled_entropy_model()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ allows: each RMSNorm weight (and the attention scale) is folded into the weights
 it, whose rows are fused (q|k|v, w1|w3); RoPE is one complex multiply of q and k together; keys and values
 are written in place into a `KVCache`. One row runs as matrix-vector products (the norm's 1/rms as the
 ``alpha`` of one `torch.addmv`), several as matrix products. The folded weights are copies made when a
-step is built: it sees the weights as they were then. Tests check steps against the blocks' forward
-(tests/test_generation.py), and benchmarks/README.md says what the folding saves.
+step is built: it sees the weights as they were then. Tests check steps against the full forward
+(tests/test_generation.py).
 """
 
 from __future__ import annotations
