@@ -35,8 +35,9 @@ import torch
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.generation import PLACEHOLDER_ID, Engine, GenerationState, next_byte_logits
 from blt.model.byte_latent import ByteLatentTransformer
+from blt.patching.calibration import calibrate_threshold_from_entropies
 from blt.patching.entropy_model import EntropyModel
-from blt.patching.patcher import Patcher, calibrate_threshold
+from blt.patching.patcher import Patcher
 from blt.tokenizer import OFFSET, encode
 
 if TYPE_CHECKING:
@@ -71,8 +72,9 @@ def build(preset: str, seed: int = 0, calibration_bytes: int = 512) -> tuple[Byt
         return run_engine(model, patcher_for(threshold), calibration_bytes)[2]["mean_patch_size_generated"]
 
     static = generated(Patcher(PatchingConfig(mode="static", patch_size=4)))
-    low = calibrate_threshold(entropy_model, encode(static)[None], TARGET_PATCH_SIZE)
-    high = calibrate_threshold(entropy_model, encode(generated(patcher_for(low)))[None], TARGET_PATCH_SIZE)
+    low = calibrate_threshold_from_entropies(entropy_model.entropies(encode(static)[None]), TARGET_PATCH_SIZE)
+    high = calibrate_threshold_from_entropies(entropy_model.entropies(encode(generated(patcher_for(low)))[None]),
+                                              TARGET_PATCH_SIZE)
     tried = {theta: mean_patch_size(theta) for theta in (low, high)}
     if (tried[low] - TARGET_PATCH_SIZE) * (tried[high] - TARGET_PATCH_SIZE) < 0:  # a bracket: bisect
         if tried[low] > tried[high]:

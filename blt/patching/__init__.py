@@ -10,12 +10,10 @@ from blt.model.layout import (
     patch_starts,
     trim_padding,
 )
-from blt.patching.calibration import calibrate_threshold_from_entropies, mean_patch_size
+from blt.patching.calibration import calibrate_patching, calibrate_threshold_from_entropies, mean_patch_size
 from blt.patching.entropy_model import EntropyModel, entropy_from_logits
 from blt.patching.patcher import (
     Patcher,
-    calibrate_patching,
-    calibrate_threshold,
     document_starts,
 )
 from blt.patching.patchers import (
@@ -40,7 +38,6 @@ __all__ = [
     "EntropyModel",
     "Patcher",
     "calibrate_patching",
-    "calibrate_threshold",
     "calibrate_threshold_from_entropies",
     "cap_start_mask",
     "check_patch_lengths",

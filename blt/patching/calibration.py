@@ -26,13 +26,17 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from blt.config import PatchingConfig
 from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData, epoch_order
-from blt.errors import BLTError, DataError
+from blt.errors import BLTError, ConfigError, DataError
+
+if TYPE_CHECKING:
+    from blt.patching.entropy_model import EntropyModel
 from blt.patching.patchers import (
     _check_entropies,
     _comparison_dtype,
@@ -359,3 +363,28 @@ def calibration_sample(data: PreparedData, seq_len: int, rows: int, seed: int = 
         return spread_sample(data, "val", seq_len, rows, seed), "val"
     except DataError:  # no validation split, or one shorter than a row
         return spread_sample(data, "train", seq_len, rows, seed), "train"
+
+
+def calibrate_patching(
+    config: PatchingConfig,
+    entropy_model: EntropyModel | None,
+    sample: torch.Tensor,
+    target_patch_size: float | None = None,
+    entropies: torch.Tensor | None = None,
+) -> PatchingConfig:
+    """Fill in ``config.threshold`` from its target patch size (entropy modes); other modes pass through.
+
+    ``entropies`` (B, T) of ``sample``, when already known (e.g. precomputed), spare running the entropy model.
+    """
+    target = target_patch_size or config.target_patch_size
+    if not config.uses_entropy_model or target is None:
+        return config
+    if entropies is None:
+        if entropy_model is None:
+            raise ConfigError(f"calibrating patching mode {config.mode!r} needs an entropy model")
+        entropies = entropy_model.entropies(sample)
+    threshold = calibrate_threshold_from_entropies(
+        entropies, target, config.mode, relative_threshold=config.relative_threshold,
+        max_patch_length=config.max_patch_length,
+    )
+    return config.replace(threshold=threshold, target_patch_size=target)

@@ -12,7 +12,6 @@ import torch
 
 from blt.config import PatchingConfig
 from blt.errors import ConfigError
-from blt.patching.calibration import calibrate_threshold_from_entropies, mean_patch_size
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patchers import lengths_from_start_mask, start_mask_for
 from blt.tokenizer import BOS_ID, EOS_ID
@@ -60,44 +59,4 @@ class Patcher:
         return lengths_from_start_mask(self.start_mask(ids, entropies))
 
 
-def calibrate_threshold(
-    entropy_model: EntropyModel,
-    sample: torch.Tensor,
-    target_patch_size: float,
-    mode: str = "entropy",
-    max_patch_length: int | None = None,
-    relative_threshold: float | None = None,
-) -> float:
-    """θ such that entropy patching of ``sample`` (B, T ids) has a mean patch size within 2% of the target."""
-    entropies = entropy_model.entropies(sample)
-    return calibrate_threshold_from_entropies(
-        entropies, target_patch_size, mode, relative_threshold=relative_threshold, max_patch_length=max_patch_length
-    )
-
-
-def calibrate_patching(
-    config: PatchingConfig,
-    entropy_model: EntropyModel | None,
-    sample: torch.Tensor,
-    target_patch_size: float | None = None,
-    entropies: torch.Tensor | None = None,
-) -> PatchingConfig:
-    """Fill in ``config.threshold`` from its target patch size (entropy modes); other modes pass through.
-
-    ``entropies`` (B, T) of ``sample``, when already known (e.g. precomputed), spare running the entropy model.
-    """
-    target = target_patch_size or config.target_patch_size
-    if not config.uses_entropy_model or target is None:
-        return config
-    if entropies is None:
-        if entropy_model is None:
-            raise ConfigError(f"calibrating patching mode {config.mode!r} needs an entropy model")
-        entropies = entropy_model.entropies(sample)
-    threshold = calibrate_threshold_from_entropies(
-        entropies, target, config.mode, relative_threshold=config.relative_threshold,
-        max_patch_length=config.max_patch_length,
-    )
-    return config.replace(threshold=threshold, target_patch_size=target)
-
-
-__all__ = ["Patcher", "calibrate_patching", "calibrate_threshold", "document_starts", "mean_patch_size"]
+__all__ = ["Patcher", "document_starts"]

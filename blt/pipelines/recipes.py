@@ -25,7 +25,6 @@ from blt.baselines.tokenization import (
     tokenizer_from_record,
     train_bpe,
 )
-from blt.train.checkpoint import CHECKSUMS_FILE
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.data import (
     ByteBatchIterator,
@@ -36,15 +35,15 @@ from blt.data import (
 from blt.errors import BLTError, ConfigError, DataError
 from blt.fileio import atomic_write_text
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.train.objectives import BLTObjective, EntropyModelObjective, TokenObjective
 from blt.patching.calibration import (
+    calibrate_patching,
     calibration_sample,
     mean_patch_size,
     patch_size_curves,
     spread_sample,
 )
 from blt.patching.entropy_model import EntropyModel
-from blt.patching.patcher import Patcher, calibrate_patching
+from blt.patching.patcher import Patcher
 from blt.patching.precompute import usable_entropies
 from blt.run import (
     CONFIG_CLASSES,
@@ -66,6 +65,8 @@ from blt.train import (
     recorded_train_config,
     resolve_device,
 )
+from blt.train.checkpoint import CHECKSUMS_FILE
+from blt.train.objectives import BLTObjective, EntropyModelObjective, TokenObjective
 from blt.viz import PATCH_SIZE_CURVE_FILE, write_patch_size_curves
 
 # Training sequences the entropy threshold is calibrated on, spread over the split. Documents differ a lot,
