@@ -28,6 +28,8 @@ HASH_PRIMES = (
     9576890767, 3628273133, 2860486313, 5463458053, 3367900313,
 )
 
+RELEASED_THRESHOLD = 1.335442066192627  # θ_g (nats) of the released BLT checkpoints and their patcher
+
 PatchingMode = Literal["entropy", "monotonic", "combined", "static", "space", "bpe", "byte"]
 PATCHING_MODES: tuple[str, ...] = typing.get_args(PatchingMode)
 
@@ -426,7 +428,7 @@ def _blt_1b() -> BLTConfig:
         global_model=GlobalConfig(dim=2048, n_layers=25, n_heads=16, ffn_dim=5632),
         decoder=LocalDecoderConfig(dim=1024, n_layers=9, n_heads=16, window=512, cross_attn_all_layers=True),
         hash=HashEmbeddingConfig(rows=500002, num_functions=1),
-        patching=PatchingConfig(mode="entropy", threshold=1.335442066192627),
+        patching=PatchingConfig(mode="entropy", threshold=RELEASED_THRESHOLD),
         cross_attn_k=2,
         max_seq_len=24576,
         max_patches=4096,
@@ -440,7 +442,7 @@ def _blt_8b() -> BLTConfig:
         global_model=GlobalConfig(dim=4096, n_layers=32, n_heads=32),
         decoder=LocalDecoderConfig(dim=1280, n_layers=6, n_heads=20, window=512, cross_attn_all_layers=True),
         hash=HashEmbeddingConfig(rows=500002, num_functions=1),
-        patching=PatchingConfig(mode="entropy", threshold=1.335442066192627),
+        patching=PatchingConfig(mode="entropy", threshold=RELEASED_THRESHOLD),
         cross_attn_k=4,
         max_seq_len=24576,
         max_patches=4096,

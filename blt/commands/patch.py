@@ -35,10 +35,9 @@ from blt.fileio import atomic_write_bytes
 from blt.patching import (
     EntropyModel,
     Patcher,
-    calibrate_threshold_from_entropies,
     lengths_from_start_mask,
 )
-from blt.patching.calibration import calibration_sample, patch_size_curves
+from blt.patching.calibration import calibration_sample, patch_size_curves, threshold_for_input
 from blt.patching.precompute import DEFAULT_BATCH_SIZE, precompute_entropies
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
@@ -54,9 +53,7 @@ from blt.viz import (
 )
 
 SHOWN_MODES = ("entropy", "monotonic", "combined", "space", "static", "byte")
-RELEASED_THRESHOLD = 1.335442066192627  # θ_g of the released BLT checkpoints
 DEFAULT_TARGET_PATCH_SIZE = 4.5
-MIN_CALIBRATION_BYTES = 2048  # shorter inputs give too few patches to calibrate a threshold on
 CURVE_ROWS = 64  # rows of the entropy model's training length that --curve --data measures on
 
 
@@ -152,50 +149,6 @@ def check_options(args: argparse.Namespace) -> None:
 
 # --- the threshold -------------------------------------------------------------------------------
 
-def _calibrate(entropies: torch.Tensor, target: float, mode: str, relative: float | None,
-               max_patch_length: int | None) -> float:
-    try:
-        return calibrate_threshold_from_entropies(entropies[None], target, mode, relative_threshold=relative,
-                                                  max_patch_length=max_patch_length)
-    except ValueError as err:  # BLTError is one; the rest (sample too short) are about this input too
-        raise BLTError(str(err)) from None
-
-
-def choose_threshold(
-    args: argparse.Namespace,
-    mode: str,
-    inherited: float | None,
-    target: float,
-    entropies: torch.Tensor,
-    relative: float | None,
-    max_patch_length: int | None,
-) -> tuple[float, str]:
-    """θ (θ_r in monotonic mode) and how it was chosen, in this order: --threshold; calibrated on the input
-    to --target-patch-size; ``inherited`` from the BLT run; calibrated to ``target`` on an input of at
-    least `MIN_CALIBRATION_BYTES`; the released default. ``entropies``: (T,) of the input with BOS."""
-    n_bytes = entropies.numel() - 1
-    if args.threshold is not None:
-        return args.threshold, "given"
-    if args.target_patch_size is not None:
-        threshold = _calibrate(entropies, args.target_patch_size, mode, relative, max_patch_length)
-        return threshold, f"calibrated on this input to a mean patch size of {args.target_patch_size:g} bytes"
-    if inherited is not None:
-        return inherited, "from the BLT run's config"
-    if n_bytes >= MIN_CALIBRATION_BYTES:
-        try:
-            threshold = _calibrate(entropies, target, mode, relative, max_patch_length)
-            return threshold, f"calibrated on this input to a mean patch size of {target:g} bytes"
-        except BLTError as err:
-            if mode == "monotonic":
-                raise BLTError(f"cannot calibrate θ_r on this input ({err}); pass --threshold") from None
-            return RELEASED_THRESHOLD, f"the released default; calibrating to {target:g} bytes failed: {err}"
-    if mode == "monotonic":
-        raise BLTError(f"--mode monotonic needs --threshold θ_r: the input ({n_bytes:,} bytes) is shorter than "
-                       f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on, and θ_r has no released default")
-    return RELEASED_THRESHOLD, (f"the released default; the input ({n_bytes:,} bytes) is shorter than "
-                                f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on")
-
-
 def choose_patching(args: argparse.Namespace, run_patching: PatchingConfig | None,
                     entropies: torch.Tensor) -> tuple[PatchingConfig, str]:
     """The patching config to show, and a line describing it (with how its threshold was chosen).
@@ -227,8 +180,9 @@ def choose_patching(args: argparse.Namespace, run_patching: PatchingConfig | Non
     if mode == "combined" and relative is None:
         raise BLTError("--mode combined needs --relative-threshold θ_r (nats) as well as θ_g")
     target = (run_patching.target_patch_size if run_patching is not None else None) or DEFAULT_TARGET_PATCH_SIZE
-    threshold, how = choose_threshold(args, mode, same.threshold if same is not None else None, target, entropies,
-                                      relative, max_patch_length)
+    threshold, how = threshold_for_input(entropies, mode, given=args.threshold, target_patch_size=args.target_patch_size,
+                                         inherited=same.threshold if same is not None else None, default_target=target,
+                                         relative=relative, max_patch_length=max_patch_length)
     config = PatchingConfig(mode=mode, threshold=threshold, relative_threshold=relative if mode == "combined" else None,
                             max_patch_length=max_patch_length)
     name = "θ_r" if mode == "monotonic" else "θ_g"

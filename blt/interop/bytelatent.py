@@ -37,6 +37,7 @@ import math
 from typing import Any
 
 from blt.config import (
+    RELEASED_THRESHOLD,
     BLTConfig,
     EntropyModelConfig,
     GlobalConfig,
@@ -205,7 +206,7 @@ def patching_from_reference(patcher_args: dict[str, Any]) -> PatchingConfig:
         return PatchingConfig(mode="space", max_patch_length=max_patch_length)
     if mode != "entropy":
         raise CheckpointError(f"bytelatent patching_mode {mode!r} has no blt counterpart; blt reads entropy and space")
-    threshold = patcher_args.get("threshold", 1.335442066192627)
+    threshold = patcher_args.get("threshold", RELEASED_THRESHOLD)
     if threshold is None:
         raise CheckpointError("bytelatent patcher_args has no threshold (top-k patching); blt patches by threshold")
     if patcher_args.get("monotonicity", False):

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from blt.train.checkpoint import record_checksum, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.errors import CheckpointError
 from blt.fileio import atomic_write_text, fsync_dir
@@ -61,6 +60,7 @@ from blt.interop.tensorfile import (
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.run import ENTROPY_SUBDIR, KIND_NAMES, read_run_config, write_run_config
+from blt.train.checkpoint import record_checksum, verify_weights
 
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"

@@ -35,6 +35,7 @@ import torch
 
 from blt.config import (
     PATCHING_MODES,
+    RELEASED_THRESHOLD,
     BLTConfig,
     EntropyModelConfig,
     GlobalConfig,
@@ -50,7 +51,6 @@ from blt.interop.names import NameTable
 from blt.tokenizer import VOCAB_SIZE
 
 PATCHER_PREFIX = "model.patcher."
-RELEASED_THRESHOLD = 1.335442066192627  # transformers' default patching_threshold, θ_g of the releases
 
 # Our name pattern -> transformers name pattern (prefix included). {i} is a layer index.
 _BLOCK = {

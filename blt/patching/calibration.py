@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from blt.config import PatchingConfig
+from blt.config import RELEASED_THRESHOLD, PatchingConfig
 from blt.data import ByteBatchIterator, PrecomputedEntropies, PreparedData, epoch_order
 from blt.errors import BLTError, ConfigError, DataError
 
@@ -388,3 +388,48 @@ def calibrate_patching(
         max_patch_length=config.max_patch_length,
     )
     return config.replace(threshold=threshold, target_patch_size=target)
+
+
+# --- the threshold for one input (`blt patch`) ---------------------------------------------------
+
+MIN_CALIBRATION_BYTES = 2048  # shorter inputs give too few patches to calibrate a threshold on
+
+
+def _calibrate(entropies: torch.Tensor, target: float, mode: str, relative: float | None,
+               max_patch_length: int | None) -> float:
+    try:
+        return calibrate_threshold_from_entropies(entropies[None], target, mode, relative_threshold=relative,
+                                                  max_patch_length=max_patch_length)
+    except ValueError as err:  # BLTError is one; the rest (sample too short) are about this input too
+        raise BLTError(str(err)) from None
+
+
+def threshold_for_input(entropies: torch.Tensor, mode: str, *, given: float | None, target_patch_size: float | None,
+                        inherited: float | None, default_target: float, relative: float | None,
+                        max_patch_length: int | None) -> tuple[float, str]:
+    """θ (θ_r in monotonic mode) to show one input's patches with (`blt patch`), and how it was chosen, in
+    this order: ``given``; calibrated on the input to ``target_patch_size``; ``inherited`` from a BLT run;
+    calibrated to ``default_target`` on an input of at least `MIN_CALIBRATION_BYTES`; the released default.
+    ``entropies``: (T,) of the input with BOS. A `BLTError` says when none of them applies."""
+    n_bytes = entropies.numel() - 1
+    target = default_target
+    if given is not None:
+        return given, "given"
+    if target_patch_size is not None:
+        threshold = _calibrate(entropies, target_patch_size, mode, relative, max_patch_length)
+        return threshold, f"calibrated on this input to a mean patch size of {target_patch_size:g} bytes"
+    if inherited is not None:
+        return inherited, "from the BLT run's config"
+    if n_bytes >= MIN_CALIBRATION_BYTES:
+        try:
+            threshold = _calibrate(entropies, target, mode, relative, max_patch_length)
+            return threshold, f"calibrated on this input to a mean patch size of {target:g} bytes"
+        except BLTError as err:
+            if mode == "monotonic":
+                raise BLTError(f"cannot calibrate θ_r on this input ({err}); pass --threshold") from None
+            return RELEASED_THRESHOLD, f"the released default; calibrating to {target:g} bytes failed: {err}"
+    if mode == "monotonic":
+        raise BLTError(f"--mode monotonic needs --threshold θ_r: the input ({n_bytes:,} bytes) is shorter than "
+                       f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on, and θ_r has no released default")
+    return RELEASED_THRESHOLD, (f"the released default; the input ({n_bytes:,} bytes) is shorter than "
+                                f"{MIN_CALIBRATION_BYTES:,} bytes, too short to calibrate on")
