@@ -409,8 +409,8 @@ def _paper_xs() -> BLTConfig:
 
 
 def _paper_s() -> BLTConfig:
-    """The next size of the `paper-xs` family: the global model is 76% of the forward FLOPs per byte at 6
-    bytes per patch and 70% at 8, over 1,024-byte sequences; a GPU-hour model."""
+    """The next size of the `paper-xs` family: the global model is 74% of the forward FLOPs per byte at 6
+    bytes per patch and 68% at 8, over 1,024-byte sequences; a GPU-hour model."""
     return BLTConfig(
         encoder=LocalEncoderConfig(dim=128, n_layers=1, n_heads=4, window=512),
         global_model=GlobalConfig(dim=512, n_layers=8, n_heads=8),
