@@ -74,13 +74,6 @@ class RotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs of x (B, H, T, hd) by the angles in cos/sin ((T, hd/2) or (B, T, hd/2))."""
-    if cos.dim() == 3:  # per-row positions: (B, T, hd/2) -> (B, 1, T, hd/2)
-        cos, sin = cos[:, None], sin[:, None]
-    return rotate_pairs(x, torch.complex(cos, sin))
-
-
 def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """x (..., hd) with adjacent pairs (x[0::2], x[1::2]) read as complex numbers, times ``rotation``
     (complex, broadcastable to (..., hd/2)); computed in float32, returned in the dtype of x.

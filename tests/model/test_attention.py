@@ -7,7 +7,7 @@ import torch
 
 from blt.model.attention import CausalMask, KeyWindows, attend, local_attention_mask
 from blt.model.byte_latent import PatchLayout
-from blt.model.layers import CrossAttention, apply_rope
+from blt.model.layers import CrossAttention, rotate_pairs
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 
@@ -139,6 +139,6 @@ def test_rope_rotates_adjacent_pairs():
     even, odd = x[..., 0::2], x[..., 1::2]
     cos, sin = angles.cos(), angles.sin()
     expected = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
-    torch.testing.assert_close(apply_rope(x, cos, sin), expected)
-    per_row = apply_rope(x, cos.expand(2, 5, 4), sin.expand(2, 5, 4))  # (B, T, hd/2) tables
+    torch.testing.assert_close(rotate_pairs(x, torch.complex(cos, sin)), expected)
+    per_row = rotate_pairs(x, torch.complex(cos, sin).expand(2, 1, 5, 4))  # one table per row, over heads
     torch.testing.assert_close(per_row, expected)
