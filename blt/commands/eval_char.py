@@ -20,6 +20,7 @@ from blt.evaluate.char_tasks import (
     MAX_EXAMPLES,
     MAX_SHOTS,
     TASKS,
+    TaskScore,
     WordSplit,
     default_words,
     evaluate_tasks,
@@ -89,15 +90,25 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _pct_interval(x: float | None, interval: list[float] | None) -> str:
+    """``12.5 [8.6-17.8]``: a rate and its 95% interval, in percent."""
+    if x is None:
+        return "-"
+    return _pct(x) + (f" [{100 * interval[0]:.1f}-{100 * interval[1]:.1f}]" if interval else "")
+
+
 def task_table(report: dict) -> str:
+    """Exact match (greedy, the headline) and ranking accuracy per task, in percent with 95% Wilson intervals."""
     names = list(report["models"])
-    rows = [["task", "chance"] + [f"{n} {m}" for n in names for m in ("exact", "rank")]]
+    rows = [["task", "n", "chance"] + [f"{n} {m}" for n in names for m in ("exact", "rank")]]
     tasks = report["settings"]["tasks"]
     for task in tasks + ["average"]:
-        row = [task, _pct(report["chance"][task])]
+        first = report["models"][names[0]]["tasks"][task]
+        row = [task, str(first.get("examples", "-")), _pct(report["chance"][task])]
         for n in names:
             score = report["models"][n]["tasks"][task]
-            row += [_pct(score["exact_match"]), _pct(score["ranking_accuracy"])]
+            row += [_pct_interval(score["exact_match"], score.get("exact_match_interval")),
+                    _pct_interval(score["ranking_accuracy"], score.get("ranking_interval"))]
         rows.append(row)
     return _format(rows)
 
@@ -158,12 +169,12 @@ def run(args: argparse.Namespace) -> int:
             scores = evaluate_tasks(scorer, task_set, greedy=not args.no_greedy,
                                     progress=lambda task, name=name: say(f"{name}: {task}"))
             entry["tasks"] = {t: s.to_dict() for t, s in scores.items()}
-            exact = [s.exact_match for s in scores.values()]
-            entry["tasks"]["average"] = {
-                "examples": sum(s.examples for s in scores.values()),
-                "exact_match": None if args.no_greedy else sum(exact) / len(exact),
-                "ranking_accuracy": sum(s.ranking_accuracy for s in scores.values()) / len(scores),
-            }
+            pooled = TaskScore("average", sum(s.examples for s in scores.values()),
+                               None if args.no_greedy else sum(s.exact_match * s.examples for s in scores.values())
+                               / sum(s.examples for s in scores.values()),
+                               sum(s.ranking_accuracy * s.examples for s in scores.values())
+                               / sum(s.examples for s in scores.values()))
+            entry["tasks"]["average"] = pooled.to_dict()  # over all questions (every task has as many)
         if texts:
             results = evaluate_noise(scorer, texts, seed=args.seed, progress=lambda noise, name=name: say(f"{name}: noise {noise}"))
             entry["noise"] = [r.to_dict() for r in results]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import string
 import zlib
@@ -512,8 +513,40 @@ class TaskScore:
     exact_match: float | None  # fraction of greedy generations equal to the answer (None: not run)
     ranking_accuracy: float  # fraction where the answer's continuation is the most likely candidate
 
+    @property
+    def exact_match_interval(self) -> tuple[float, float] | None:
+        """95% Wilson interval of the exact-match rate."""
+        return None if self.exact_match is None else wilson_interval(round(self.exact_match * self.examples), self.examples)
+
+    @property
+    def ranking_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the ranking accuracy."""
+        return wilson_interval(round(self.ranking_accuracy * self.examples), self.examples)
+
     def to_dict(self) -> dict:
-        return {"examples": self.examples, "exact_match": self.exact_match, "ranking_accuracy": self.ranking_accuracy}
+        exact = self.exact_match_interval
+        return {"examples": self.examples, "exact_match": self.exact_match,
+                "exact_match_interval": list(exact) if exact is not None else None,
+                "ranking_accuracy": self.ranking_accuracy, "ranking_interval": list(self.ranking_interval)}
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a binomial rate (95% for the default z), which stays inside [0, 1] and is
+    honest at 0 or 100%, unlike the normal approximation.
+
+    >>> [round(x, 4) for x in wilson_interval(0, 200)]
+    [0.0, 0.0188]
+    >>> [round(x, 4) for x in wilson_interval(150, 200)]
+    [0.6857, 0.8049]
+    """
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
+    p, z2 = successes / trials, z * z
+    center = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == trials else min(1.0, center + half)
+    return low, high
 
 
 def rank_candidates(scorer, prompts: Sequence[str], candidate_lists: Sequence[Sequence[str]],

@@ -21,6 +21,7 @@ from blt.evaluate.char_tasks import (
     rank_candidates,
     save_split,
     split_words,
+    wilson_interval,
     words_from_text,
 )
 from tests.evaluate.conftest import pseudo_words
@@ -183,11 +184,25 @@ def test_scoring_counts_right_answers(split):
     perfect = evaluate_examples(AnswerKeyScorer({e.prompt: e.answer for e in examples}), examples)
     assert (perfect.exact_match, perfect.ranking_accuracy, perfect.examples) == (1.0, 1.0, 20)
     wrong = {e.prompt: next(c for c in e.candidates if c != e.answer) for e in examples}
+    none_right = wilson_interval(0, 20)
     assert evaluate_examples(AnswerKeyScorer(wrong), examples).to_dict() == {
-        "examples": 20, "exact_match": 0.0, "ranking_accuracy": 0.0}
+        "examples": 20, "exact_match": 0.0, "exact_match_interval": list(none_right), "ranking_accuracy": 0.0,
+        "ranking_interval": list(none_right)}
     half = {e.prompt: e.answer if i % 2 else wrong[e.prompt] for i, e in enumerate(examples)}
     assert evaluate_examples(AnswerKeyScorer(half), examples, greedy=False).to_dict() == {
-        "examples": 20, "exact_match": None, "ranking_accuracy": 0.5}
+        "examples": 20, "exact_match": None, "exact_match_interval": None, "ranking_accuracy": 0.5,
+        "ranking_interval": list(wilson_interval(10, 20))}
+
+
+def test_wilson_intervals_cover_the_rate_and_narrow_with_more_questions():
+    assert wilson_interval(0, 200)[0] == 0.0 and wilson_interval(200, 200)[1] == 1.0
+    for k, n in ((1, 10), (37, 200), (120, 200), (999, 1000)):
+        low, high = wilson_interval(k, n)
+        assert 0 <= low < k / n < high <= 1
+    width = [high - low for low, high in (wilson_interval(100, 1000), wilson_interval(10, 100))]
+    assert width[0] < width[1]
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
 
 
 def test_rank_candidates_per_byte():

@@ -34,7 +34,7 @@ def test_eval_char_prints_tables_and_writes_json_and_chart(blt_run, entropy_run,
         assert [r["noise"] for r in noise] == ["clean", *NOISES] and all(r["bits_per_byte"] > 0 for r in noise)
     assert report["chance"]["compare_numbers"] == 0.5
     assert report["settings"]["words"] == str(words_file) and report["settings"]["passages"] == 4
-    assert re.search(r"^spell\s+25\.0\s", printed, re.MULTILINE) and re.search(r"^average\s", printed, re.MULTILINE)
+    assert re.search(r"^spell\s+3\s+25\.0\s", printed, re.MULTILINE) and re.search(r"^average\s", printed, re.MULTILINE)
     assert re.search(r"^antspeak\s+\d+\.\d{3}\s", printed, re.MULTILINE)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
