@@ -26,6 +26,12 @@ from blt.baselines.tokenization import (
     BPETokenizer,
     tokenizer_from_record,
 )
+from blt.config import BLTConfig, EntropyModelConfig
+from blt.errors import CheckpointError, ConfigError
+from blt.fileio import atomic_write_text
+from blt.model.byte_latent import ByteLatentTransformer
+from blt.patching.entropy_model import EntropyModel
+from blt.patching.patcher import Patcher
 from blt.train.checkpoint import (
     WEIGHTS_FILE,
     list_checkpoints,
@@ -35,12 +41,6 @@ from blt.train.checkpoint import (
     verify_checkpoint,
     verify_weights,
 )
-from blt.config import BLTConfig, EntropyModelConfig
-from blt.errors import CheckpointError, ConfigError
-from blt.fileio import atomic_write_text
-from blt.model.byte_latent import ByteLatentTransformer
-from blt.patching.entropy_model import EntropyModel
-from blt.patching.patcher import Patcher
 
 RunKind = Literal["blt", "entropy_model", "token_model"]
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)

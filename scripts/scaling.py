@@ -30,8 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from blt.pipelines.compare import CompareOptions, compare
 from blt.fileio import atomic_path, atomic_write_text
+from blt.pipelines.compare import CompareOptions, compare
 
 FAMILIES = {"blt": {"patch_sizes": (6.0, 8.0), "baselines": ()},
             "bpe": {"patch_sizes": (), "baselines": ("bpe",)},

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from blt.errors import CheckpointError
 from blt.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -17,7 +18,6 @@ from blt.train.checkpoint import (
     save_tensors,
     write_checkpoint,
 )
-from blt.errors import CheckpointError
 
 
 def tiny_state(step: int) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blt.config import BLTConfig
+from blt.errors import ConfigError
 from blt.pipelines.compare import (
     BASELINES,
     DEFAULT_BUDGET,
@@ -14,8 +16,6 @@ from blt.pipelines.compare import (
     compare,
     compare_table,
 )
-from blt.config import BLTConfig
-from blt.errors import ConfigError
 
 PREFIXES = ("blt.", "token.", "train.")
 

@@ -12,11 +12,11 @@ import torch
 from blt.data import PrecomputedEntropies, PreparedData, validation_batches
 from blt.errors import BLTError, CheckpointError, DataError
 from blt.model.byte_latent import byte_loss_mask, next_byte_loss
-from blt.train.objectives import TokenObjective
 from blt.patching.precompute import usable_entropies
 from blt.run import Run
 from blt.tokenizer import PAD_ID
 from blt.train import autocast as train_autocast
+from blt.train.objectives import TokenObjective
 
 
 @dataclass

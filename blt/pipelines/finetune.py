@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blt.train.checkpoint import WEIGHTS_FILE, latest_checkpoint
 from blt.data import PreparedData, prepare
 from blt.errors import BLTError
 from blt.evaluate.char_tasks import (
@@ -27,7 +26,6 @@ from blt.evaluate.char_tasks import (
     save_split,
     split_words,
 )
-from blt.train.objectives import BLTObjective, EntropyModelObjective
 from blt.pipelines.recipes import prepare_run_dir
 from blt.run import (
     ENTROPY_SUBDIR,
@@ -45,6 +43,8 @@ from blt.train import (
     recorded_train_config,
     resolve_device,
 )
+from blt.train.checkpoint import WEIGHTS_FILE, latest_checkpoint
+from blt.train.objectives import BLTObjective, EntropyModelObjective
 
 DATA_SUBDIR = "data"
 WORDS_FILE = "char_words.json"

@@ -14,9 +14,9 @@ from blt.data import validation_batches
 from blt.errors import ConfigError
 from blt.model.byte_latent import next_byte_loss
 from blt.model.layers import TransformerBlock
-from blt.train.objectives import TokenObjective
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID
 from blt.train import LN2, Trainer, count_targets
+from blt.train.objectives import TokenObjective
 from tests.baselines.conftest import micro_token_config
 from tests.train.conftest import micro_train_config
 

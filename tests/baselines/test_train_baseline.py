@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import blt
-from blt.evaluate.token_scoring import token_greedy, token_logprob
 from blt.bench import torch_threads
 from blt.cli import main
+from blt.evaluate.token_scoring import token_greedy, token_logprob
 from blt.flops import run_cost
 from blt.tokenizer import BOS_ID, OFFSET
 from tests.baselines.conftest import MICRO_TOKEN_SET, MICRO_TRAIN_SET

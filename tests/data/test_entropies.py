@@ -25,9 +25,9 @@ from blt.data import (
     validation_batches,
 )
 from blt.data.entropies import content_fingerprint
-from blt.patching.precompute import entropy_model_key, find_entropies, precompute_entropies, weights_sha256
 from blt.errors import DataError
 from blt.patching import EntropyModel
+from blt.patching.precompute import entropy_model_key, find_entropies, precompute_entropies, weights_sha256
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, PAD_ID, encode
 from tests.data.corpora import random_corpus, write_tree

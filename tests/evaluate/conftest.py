@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from blt.bench import torch_threads
-from blt.train.checkpoint import save_tensors
 from blt.config import (
     BLTConfig,
     EntropyModelConfig,
@@ -26,6 +25,7 @@ from blt.model import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.run import write_run_config
 from blt.train import TrainConfig
+from blt.train.checkpoint import save_tensors
 
 ENTROPY_THRESHOLD = 2.0  # the scaled random entropy model below spreads entropies over ~0-5 nats
 

@@ -16,13 +16,13 @@ from torch import nn
 
 from blt.cli import main
 from blt.data import PrecomputedEntropies, PreparedData
-from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.errors import DataError
 from blt.evaluate import evaluate_run
-from blt.train.objectives import BLTObjective
 from blt.patching import EntropyModel
+from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.run import Run, load
 from blt.train import Trainer
+from blt.train.objectives import BLTObjective
 from tests.evaluate.conftest import micro_train_config
 
 SEQ_LEN = 64

@@ -7,12 +7,12 @@ import re
 
 import torch
 
-from blt.train.checkpoint import load_tensors
 from blt.cli import main
 from blt.data import PreparedData
 from blt.evaluate.char_tasks import load_split
-from blt.pipelines.finetune import WORDS_FILE
 from blt.evaluate.noise import NOISES
+from blt.pipelines.finetune import WORDS_FILE
+from blt.train.checkpoint import load_tensors
 
 
 def test_eval_char_prints_tables_and_writes_json_and_chart(blt_run, entropy_run, words_file, data_dir, tmp_path, capsys):

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BltForCausalLM
 
-from blt.train.checkpoint import load_tensors, save_tensors, verify_weights
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.interop.hf import hf_model_config
 from blt.model import ByteLatentTransformer
 from blt.patching import EntropyModel, Patcher
 from blt.run import ENTROPY_SUBDIR, load, write_run_config
+from blt.train.checkpoint import load_tensors, save_tensors, verify_weights
 from tests.helpers import random_ids
 from tests.interop.builders import (
     hf_blt_with_patcher,

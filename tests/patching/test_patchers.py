@@ -14,8 +14,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from blt.config import PATCHING_MODES, PatchingConfig
 from blt.errors import ConfigError
-from blt.patching import patchers
 from blt.model.layout import check_patch_lengths, trim_padding
+from blt.patching import patchers
 from blt.patching.patchers import (
     cap_start_mask,
     lengths_from_start_mask,

@@ -9,10 +9,10 @@ import pytest
 
 from blt.bench import torch_threads
 from blt.cli import main
-from blt.pipelines.compare import CompareOptions, compare
 from blt.config import BLTConfig
 from blt.errors import ConfigError
 from blt.flops import blt_cost
+from blt.pipelines.compare import CompareOptions, compare
 from tests.baselines.conftest import (
     MICRO_BLT_SET,
     MICRO_TOKEN_SET,

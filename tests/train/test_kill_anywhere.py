@@ -161,8 +161,8 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    from blt.train.checkpoint import latest_checkpoint
     from blt.train import read_metrics
+    from blt.train.checkpoint import latest_checkpoint
 
     for name in ("model.safetensors",):
         ta, tb = _tensors(a / name), _tensors(b / name)

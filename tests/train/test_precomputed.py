@@ -13,15 +13,15 @@ import torch
 from safetensors.torch import save_file
 
 from blt.config import PatchingConfig
-from blt.errors import DataError
 from blt.data import ByteBatchIterator, PreparedData
+from blt.errors import DataError
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.train.objectives import BLTObjective
 from blt.patching import EntropyModel, Patcher
 from blt.patching.precompute import find_entropies, precompute_entropies
 from blt.pipelines.recipes import RunOptions, precomputed_entropies, train_blt
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID
+from blt.train.objectives import BLTObjective
 from tests.train.conftest import micro_blt_config, micro_entropy_config
 from tests.train.test_cli import BLT_SET
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from blt.train.checkpoint import CHECKSUMS_FILE, list_checkpoints
 from blt.cli import main
 from blt.data import PreparedData, assign_splits, prepare
 from blt.errors import CheckpointError
 from blt.train import keep_metrics_through, read_metrics
+from blt.train.checkpoint import CHECKSUMS_FILE, list_checkpoints
 from tests.evaluate.conftest import pseudo_words
 from tests.train.conftest import synthetic_documents
 from tests.train.test_cli import BLT_SET, ENTROPY_SET, TRAIN_SET, sets

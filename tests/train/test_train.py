@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from blt.train.checkpoint import latest_checkpoint, list_checkpoints
 from blt.model.byte_latent import ByteLatentTransformer
-from blt.train.objectives import BLTObjective, EntropyModelObjective
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.train import Trainer, TrainingError, World, read_metrics
+from blt.train.checkpoint import latest_checkpoint, list_checkpoints
+from blt.train.objectives import BLTObjective, EntropyModelObjective
 from tests.train.conftest import (
     micro_blt_config,
     micro_entropy_config,
