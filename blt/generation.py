@@ -27,8 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from blt.config import PatchingConfig
-from blt.errors import ConfigError
 from blt.model.attention import local_attention_mask
 from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
 from blt.model.cache import KVCache, LayerCache
@@ -37,7 +35,7 @@ from blt.model.layout import patch_ids_from_lengths
 from blt.model.steps import CrossStep, NormLinear, StackStep
 from blt.patching.entropy_model import entropy_from_logits
 from blt.patching.patcher import Patcher
-from blt.patching.patchers import lengths_from_start_mask, spacelike, start_mask_for
+from blt.patching.patchers import IncrementalStarts, lengths_from_start_mask
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, VOCAB_SIZE, document_ids, encode
 
 PLACEHOLDER_ID = OFFSET  # any byte id works; it never influences the logits that are read
@@ -109,63 +107,6 @@ def stream_full_recompute(
 
 # --- the incremental engine ----------------------------------------------------------------------
 
-class PatchStartRule:
-    """`Patcher.start_mask`, one position at a time: does byte ``p`` start a patch, given bytes ``< p``?
-
-    Mirrors `blt.patching.patchers.start_mask_for` (entropy thresholds compared in float32, as there),
-    then `cap_start_mask` (which counts from the last *uncapped* start) and the document starts of
-    `Patcher` (after BOS and EOS). BPE patching looks ahead and has no incremental form.
-    """
-
-    def __init__(self, config: PatchingConfig):
-        if config.mode == "bpe":
-            raise ConfigError("the generation engine does not support patching mode 'bpe' (BPE merges look ahead); "
-                              "use full_recompute=True (`blt generate --full-recompute`)")
-        if config.uses_entropy_model and (config.threshold is None
-                                          or (config.mode == "combined" and config.relative_threshold is None)):
-            raise ConfigError(f"patching mode {config.mode!r} has no threshold yet: calibrate one first")
-        self.config = config
-        self.threshold = np.float32(config.threshold) if config.threshold is not None else None
-        self.relative_threshold = np.float32(config.relative_threshold) if config.relative_threshold is not None else None
-        self.spacelike = spacelike(torch.arange(VOCAB_SIZE)).tolist()
-        self.last_uncapped_start = 0
-
-    def _uncapped(self, p: int, ids: Sequence[int], entropies: Sequence[np.float32]) -> bool:
-        if p <= 1:
-            return True
-        mode = self.config.mode
-        if mode == "entropy":
-            return bool(entropies[-1] > self.threshold)
-        if mode == "monotonic":
-            return p >= 3 and bool(entropies[-1] - entropies[-2] > self.threshold)
-        if mode == "combined":
-            return (bool(entropies[-1] > self.threshold) and p >= 3
-                    and bool(entropies[-1] - entropies[-2] > self.relative_threshold))
-        if mode == "static":
-            return (p - 1) % self.config.patch_size == 0
-        if mode == "byte":
-            return True
-        if mode == "space":
-            return self.spacelike[ids[-1]] and not self.spacelike[ids[-2]]
-        raise ConfigError(f"unknown patching mode {mode!r}")
-
-    def starts(self, p: int, ids: Sequence[int], entropies: Sequence[np.float32]) -> bool:
-        """Whether byte ``p`` starts a patch. ``ids`` / ``entropies`` end at byte ``p - 1`` (at least the last two)."""
-        if self._uncapped(p, ids, entropies):
-            self.last_uncapped_start = p
-            return True
-        m = self.config.max_patch_length
-        if m is not None and (p - self.last_uncapped_start) % m == 0:
-            return True
-        return ids[-1] in (BOS_ID, EOS_ID)
-
-    def sync(self, ids: torch.Tensor, entropies: torch.Tensor | None) -> None:
-        """Set the state after a prefix whose every position (last one included) was decided by the patcher.
-        ids (1, T), entropies (1, T) or None."""
-        uncapped = start_mask_for(ids, self.config.replace(max_patch_length=None), entropies=entropies)
-        self.last_uncapped_start = int(uncapped[0].nonzero()[-1])
-
-
 @dataclass
 class GenerationState:
     """One sequence being generated: its ids so far and every cache the engine keeps for it."""
@@ -176,7 +117,7 @@ class GenerationState:
     doc_start: int  # first position of the current document
     doc_first_patch: int  # first patch of the current document
     entropies: list[np.float32]  # entropies of the last two positions (entropy modes)
-    rule: PatchStartRule
+    rule: IncrementalStarts
     open_patch: list[list[torch.Tensor]]  # per encoder level (embeddings, then each layer): (L, D_e) states of its bytes
     num_patches: int  # complete patches (the global cache's length)
     global_steps: int = 0  # global-model steps taken after the prefill
@@ -254,7 +195,7 @@ class Engine:
     """
 
     def __init__(self, model: ByteLatentTransformer, patcher: Patcher):
-        PatchStartRule(patcher.config)  # fails early for modes without an incremental form
+        IncrementalStarts(patcher.config)  # fails early for modes without an incremental form
         self.model = model
         self.patcher = patcher
         self.entropy_model = patcher.entropy_model if patcher.config.uses_entropy_model else None
@@ -357,7 +298,7 @@ class Engine:
         extended = torch.cat([ids, ids.new_full((1, 1), PLACEHOLDER_ID)], dim=1)
         ext_entropies = torch.cat([entropies, entropies.new_zeros(1, 1)], dim=1) if entropies is not None else None
         starts = self.patcher.start_mask(extended, ext_entropies)  # (1, T + 1)
-        rule = PatchStartRule(self.patcher.config)
+        rule = IncrementalStarts(self.patcher.config)
         rule.sync(extended, ext_entropies)
         next_starts = bool(starts[0, T])
         patch_lengths = lengths_from_start_mask(starts[:, :T])

@@ -15,7 +15,6 @@ from blt.config import (
 from blt.errors import ConfigError
 from blt.generation import (
     Engine,
-    PatchStartRule,
     generate,
     next_byte_logits,
     stream_full_recompute,
@@ -23,6 +22,7 @@ from blt.generation import (
 from blt.model import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
+from blt.patching.patchers import IncrementalStarts
 from blt.run import write_run_config
 from blt.tokenizer import BOS_ID, EOS_ID, OFFSET, encode
 from blt.train.checkpoint import save_tensors
@@ -147,7 +147,7 @@ def test_start_rule_equals_patcher(entropy_model, entropy_range, patching):
         ids[0, 5:15] = ids[0, 5:15] % 2 + ord(" ") + OFFSET  # runs of spacelike bytes for space patching
         entropies = torch.rand(1, 60, generator=gen) * 5
         expected = patcher.start_mask(ids, entropies)[0].tolist()
-        rule = PatchStartRule(config)
+        rule = IncrementalStarts(config)
         got = [True] + [rule.starts(p, ids[0, max(0, p - 2) : p].tolist(), list(entropies[0, max(0, p - 2) : p].numpy()))
                         for p in range(1, 60)]
         assert got == expected
@@ -254,7 +254,7 @@ def test_global_steps_follow_the_patches(model):
 
 def test_bpe_patching_is_refused_by_the_engine():
     with pytest.raises(ConfigError, match="full_recompute"):
-        PatchStartRule(PatchingConfig(mode="bpe"))
+        IncrementalStarts(PatchingConfig(mode="bpe"))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 from blt.config import PatchingConfig
 from blt.errors import ConfigError
 from blt.model.layout import patch_ids_from_lengths, patch_lengths_from_ids
-from blt.tokenizer import BOE_ID, OFFSET, VOCAB_SIZE
+from blt.tokenizer import BOE_ID, BOS_ID, EOS_ID, OFFSET, VOCAB_SIZE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -349,6 +350,50 @@ def start_mask_bpe(ids: torch.Tensor, tokenizer: Tokenizer | BytesTokenizer) -> 
     return torch.from_numpy(mask).to(ids.device)
 
 
+# --- one object per scheme: its start mask over a batch, and the same rule one byte at a time ------
+
+_SPACELIKE: list[bool] = []  # spacelike(id) for every id, built on first use
+
+
+def _spacelike_ids() -> list[bool]:
+    if not _SPACELIKE:
+        _SPACELIKE.extend(spacelike(torch.arange(VOCAB_SIZE)).tolist())
+    return _SPACELIKE
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A patching scheme: ``mask(ids, entropies, config, tokenizer)`` -> (B, T) bool starts of a batch, and
+    ``starts(p, ids, entropies, rule)``: whether byte ``p >= 2`` starts a patch given the last ids and
+    entropies before it (lists ending at byte ``p - 1``; the same comparisons as ``mask``, in float32, with
+    the thresholds of an `IncrementalStarts` ``rule``), or None when the scheme looks ahead (bpe). Neither
+    applies ``max_patch_length`` (see `IncrementalStarts`)."""
+
+    mask: Callable[..., torch.Tensor]
+    starts: Callable[[int, Sequence[int], Sequence[np.float32], IncrementalStarts], bool] | None
+
+
+def _static_mask(ids, entropies, config, tokenizer):
+    size = config.patch_size if config.mode == "static" else 1
+    return start_mask_static(ids.shape[1], size, device=ids.device).repeat(ids.shape[0], 1)
+
+
+SCHEMES: dict[str, Scheme] = {
+    "entropy": Scheme(lambda ids, H, cfg, tok: start_mask_global(H, cfg.threshold),
+                      lambda p, ids, H, r: bool(H[-1] > r.threshold)),
+    "monotonic": Scheme(lambda ids, H, cfg, tok: start_mask_monotonic(H, cfg.threshold),
+                        lambda p, ids, H, r: p >= 3 and bool(H[-1] - H[-2] > r.threshold)),
+    "combined": Scheme(lambda ids, H, cfg, tok: start_mask_combined(H, cfg.threshold, cfg.relative_threshold),
+                       lambda p, ids, H, r: (bool(H[-1] > r.threshold) and p >= 3
+                                             and bool(H[-1] - H[-2] > r.relative_threshold))),
+    "static": Scheme(_static_mask, lambda p, ids, H, r: (p - 1) % r.patch_size == 0),
+    "byte": Scheme(_static_mask, lambda p, ids, H, r: True),
+    "space": Scheme(lambda ids, H, cfg, tok: start_mask_space(ids),
+                    lambda p, ids, H, r: r.spacelike[ids[-1]] and not r.spacelike[ids[-2]]),
+    "bpe": Scheme(lambda ids, H, cfg, tok: start_mask_bpe(ids, tok), None),
+}
+
+
 def start_mask_for(
     ids: torch.Tensor,
     config: PatchingConfig,
@@ -377,25 +422,56 @@ def start_mask_for(
             raise ConfigError(f"patching mode {mode!r} has no threshold yet (target_patch_size="
                               f"{config.target_patch_size}): calibrate one with blt.patching.calibration and "
                               "set it with config.replace(threshold=...)")
-    if mode == "entropy":
-        mask = start_mask_global(entropies, config.threshold)
-    elif mode == "monotonic":
-        mask = start_mask_monotonic(entropies, config.threshold)
-    elif mode == "combined":
-        mask = start_mask_combined(entropies, config.threshold, config.relative_threshold)
-    elif mode in ("static", "byte"):
-        patch_size = config.patch_size if mode == "static" else 1
-        mask = start_mask_static(seq_len, patch_size, device=ids.device).repeat(batch_size, 1)
-    elif mode == "space":
-        mask = start_mask_space(ids)
-    elif mode == "bpe":
-        if tokenizer is None:
-            raise ValueError("patching mode 'bpe' needs a byte-level BPE tokenizer: pass "
-                             "tokenizer=tokenizers.Tokenizer(...) or a blt.baselines.BPETokenizer")
-        mask = start_mask_bpe(ids, tokenizer)
-    else:
+    if mode not in SCHEMES:
         raise ConfigError(f"unknown patching mode {mode!r}")
+    if mode == "bpe" and tokenizer is None:
+        raise ValueError("patching mode 'bpe' needs a byte-level BPE tokenizer: pass "
+                         "tokenizer=tokenizers.Tokenizer(...) or a blt.baselines.BPETokenizer")
+    mask = SCHEMES[mode].mask(ids, entropies, config, tokenizer)
     return mask if config.max_patch_length is None else cap_start_mask(mask, config.max_patch_length)
+
+
+class IncrementalStarts:
+    """`Patcher.start_mask`, one position at a time: does byte ``p`` start a patch, given bytes ``< p``?
+
+    The scheme's own ``starts`` rule (`SCHEMES`), then `cap_start_mask` (which counts from the last
+    *uncapped* start) and the document starts of `Patcher` (after BOS and EOS). BPE patching looks ahead
+    and has no incremental form.
+    """
+
+    def __init__(self, config: PatchingConfig):
+        if config.mode not in SCHEMES:
+            raise ConfigError(f"unknown patching mode {config.mode!r}")
+        if SCHEMES[config.mode].starts is None:
+            raise ConfigError(f"the generation engine does not support patching mode {config.mode!r} (BPE merges "
+                              "look ahead); use full_recompute=True (`blt generate --full-recompute`)")
+        if config.uses_entropy_model and (config.threshold is None
+                                          or (config.mode == "combined" and config.relative_threshold is None)):
+            raise ConfigError(f"patching mode {config.mode!r} has no threshold yet: calibrate one first")
+        self.config = config
+        self.rule = SCHEMES[config.mode].starts
+        # what the rules compare with, once: float32 thresholds as `start_mask_for` compares in float32
+        self.threshold = np.float32(config.threshold) if config.threshold is not None else None
+        self.relative_threshold = np.float32(config.relative_threshold) if config.relative_threshold is not None else None
+        self.patch_size = config.patch_size
+        self.spacelike = _spacelike_ids()
+        self.last_uncapped_start = 0
+
+    def starts(self, p: int, ids: Sequence[int], entropies: Sequence[np.float32]) -> bool:
+        """Whether byte ``p`` starts a patch. ``ids`` / ``entropies`` end at byte ``p - 1`` (at least the last two)."""
+        if p <= 1 or self.rule(p, ids, entropies, self):
+            self.last_uncapped_start = p
+            return True
+        m = self.config.max_patch_length
+        if m is not None and (p - self.last_uncapped_start) % m == 0:
+            return True
+        return ids[-1] in (BOS_ID, EOS_ID)
+
+    def sync(self, ids: torch.Tensor, entropies: torch.Tensor | None) -> None:
+        """Set the state after a prefix whose every position (last one included) was decided by the patcher.
+        ids (1, T), entropies (1, T) or None."""
+        uncapped = start_mask_for(ids, self.config.replace(max_patch_length=None), entropies=entropies)
+        self.last_uncapped_start = int(uncapped[0].nonzero()[-1])
 
 
 # --- start masks <-> lengths ---------------------------------------------------------------------
