@@ -30,7 +30,7 @@ import torch
 from blt.model.attention import local_attention_mask
 from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
 from blt.model.cache import KVCache, LayerCache
-from blt.model.layers import TransformerStack
+from blt.model.layers import CausalLM, TransformerStack
 from blt.model.layout import patch_ids_from_lengths
 from blt.model.steps import CrossStep, NormLinear, StackStep
 from blt.patching.entropy_model import entropy_from_logits
@@ -500,11 +500,16 @@ class Engine:
 def stream(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 0.0, top_k: int | None = None,
            top_p: float | None = None, seed: int | None = None, stop: Sequence[bytes | str] = (),
            full_recompute: bool = False) -> Iterator[int]:
-    """Yield bytes generated after ``prompt`` by a loaded run (`blt.load`) as they come.
+    """Yield bytes generated after ``prompt`` by a loaded run (`blt.load`) as they come: a BLT, an entropy
+    model (a byte LM) or a token model (whose tokens are decoded to bytes as they come).
 
-    Uses the `Engine`; ``full_recompute=True`` uses the reference path (a full forward per byte) instead, as
-    does a BLT patched by BPE, whose patching looks ahead and has no incremental form.
+    A BLT uses the `Engine`; ``full_recompute=True`` uses the reference path (a full forward per byte)
+    instead, as does a BLT patched by BPE, whose patching looks ahead and has no incremental form. The
+    other kinds step their own blocks over KV caches (`stream_tokens`).
     """
+    if run.kind in ("entropy_model", "token_model"):
+        yield from _stream_causal_lm(run, prompt, max_bytes, temperature, top_k, top_p, seed, stop)
+        return
     if full_recompute or _looks_ahead(run):
         stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
         halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
@@ -517,7 +522,8 @@ def stream(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 
 def generate(run, prompt: bytes | str | Sequence[bytes | str], max_bytes: int = 100, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              stop: Sequence[bytes | str] | None = None, full_recompute: bool = False) -> bytes | list[bytes]:
-    """Generate up to ``max_bytes`` bytes after ``prompt`` (or after each of a list of prompts) with a loaded run.
+    """Generate up to ``max_bytes`` bytes after ``prompt`` (or after each of a list of prompts) with a loaded run
+    of any kind (see `stream`).
 
     Greedy at temperature 0. With a list, row i samples with seed ``seed + i`` and equals that prompt
     generated alone with that seed. ``full_recompute=True`` runs the reference path (a full forward per
@@ -526,8 +532,9 @@ def generate(run, prompt: bytes | str | Sequence[bytes | str], max_bytes: int = 
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stop": stop or ()}
     if isinstance(prompt, (bytes, bytearray, str)):
         return bytes(stream(run, prompt, max_bytes, seed=seed, full_recompute=full_recompute, **sampling))
-    if full_recompute or _looks_ahead(run):
-        return [bytes(stream(run, p, max_bytes, seed=None if seed is None else seed + i, full_recompute=True, **sampling))
+    if full_recompute or _looks_ahead(run) or run.kind != "blt":
+        return [bytes(stream(run, p, max_bytes, seed=None if seed is None else seed + i,
+                             full_recompute=full_recompute, **sampling))
                 for i, p in enumerate(prompt)]
     return Engine(run.model, run.patcher).generate(list(prompt), max_bytes, seed=seed, **sampling)
 
@@ -535,3 +542,57 @@ def generate(run, prompt: bytes | str | Sequence[bytes | str], max_bytes: int = 
 def _looks_ahead(run) -> bool:
     """A BLT patched by BPE: its patching has no incremental form, so it generates by full recompute."""
     return run.kind == "blt" and run.config.patching.mode == "bpe"
+
+
+@torch.inference_mode()
+def stream_tokens(model: CausalLM, prompt_ids: Sequence[int], temperature: float = 0.0, top_k: int | None = None,
+                  top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[int]:
+    """The ids a causal LM over ids (a token model, or the entropy model over bytes) picks after ``prompt_ids``
+    (BOS first, one document), one at a time and without end: the caller stops. The prompt runs in one
+    pass, then each new id in one step, through the model's own blocks with a `LayerCache` per layer."""
+    device = next(model.parameters()).device
+    caches = [LayerCache() for _ in model.transformer.layers]
+    tokens = torch.tensor([list(prompt_ids)], device=device)
+    position = 0
+    while True:
+        N = tokens.shape[1]
+        x = model.embedding(tokens)  # (1, N, D)
+        rope = model.transformer.rope(torch.arange(position, position + N, device=device))
+        key_docs = torch.zeros(1, position + N, dtype=torch.long, device=device)  # one document: no EOS is fed
+        mask = local_attention_mask(key_docs[:, position:], model.cfg.window, key_docs)
+        for layer, cache in zip(model.transformer.layers, caches):
+            x = layer(x, rope, mask, cache)
+        token = int(sample_next(model.output(model.norm(x[:, -1])), temperature, top_k, top_p, generator))
+        position += N
+        yield token
+        tokens = torch.tensor([[token]], device=device)
+
+
+def _stream_causal_lm(run, prompt: bytes | str, max_bytes: int, temperature: float, top_k: int | None,
+                      top_p: float | None, seed: int | None, stop: Sequence[bytes | str]) -> Iterator[int]:
+    """`stream` for an entropy-model or token-model run: ids until a special one, as bytes; each token's bytes
+    come out whole, cut at ``max_bytes`` or after a stop string."""
+    data = prompt.encode() if isinstance(prompt, str) else bytes(prompt)
+    stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
+    if run.kind == "token_model":
+        prompt_ids, piece = [BOS_ID, *run.tokenizer.encode(data)], run.tokenizer.token_bytes
+    else:
+        prompt_ids, piece = encode(data).tolist(), (lambda token: bytes([token - OFFSET]))
+    if max_bytes <= 0:
+        return
+    device = next(run.model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    out = bytearray()
+    for token in stream_tokens(run.model, prompt_ids, temperature, top_k, top_p, generator):
+        if token < OFFSET:  # EOS or another special id ends the text
+            return
+        new = piece(token)[: max_bytes - len(out)]
+        for s in stops:  # a stop string may end inside this token: keep up to its end
+            at = (out + new).find(s, max(0, len(out) - len(s) + 1))
+            if at >= 0:
+                new = new[: at + len(s) - len(out)]
+        out += new
+        yield from new
+        if len(out) >= max_bytes or any(out.endswith(s) for s in stops):
+            return
+

@@ -20,7 +20,8 @@ import torch
 
 from blt.errors import BLTError
 from blt.evaluate.token_scoring import token_greedy, token_logprob
-from blt.tokenizer import EOS_ID, OFFSET, PAD_ID, encode
+from blt.generation import stream
+from blt.tokenizer import PAD_ID, encode
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -105,27 +106,15 @@ class EntropyModelScorer:
     """An entropy-model run, read as the byte-level language model it is."""
 
     def __init__(self, run, batch_size: int = DEFAULT_BATCH_SIZE):
-        self.model = run.model
+        self.run, self.model = run, run.model
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
 
     def logprob(self, prompts: Sequence[bytes], continuations: Sequence[bytes]) -> list[float]:
         return batched_logprob(self.model, self.device, prompts, continuations, self.batch_size)
 
-    @torch.no_grad()
     def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
-        """A full forward per byte: the entropy model is small and answers are short."""
-        ids = encode(bytes(prompt))[None].to(self.device)
-        out = bytearray()
-        while len(out) < max_bytes:
-            token = int(self.model(ids)[0, -1].argmax())
-            if token == EOS_ID or token < OFFSET:
-                break
-            out.append(token - OFFSET)
-            if stop and out.endswith(stop):
-                break
-            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
-        return bytes(out)
+        return bytes(stream(self.run, prompt, max_bytes, stop=[stop] if stop else []))
 
 
 class TokenModelScorer:

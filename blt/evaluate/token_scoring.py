@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from blt.errors import ConfigError
-from blt.model.attention import local_attention_mask
-from blt.model.cache import LayerCache
+from blt.generation import stream
 from blt.run import Run, load
-from blt.tokenizer import BOS_ID, OFFSET, PAD_ID
+from blt.tokenizer import BOS_ID, PAD_ID
 
 SCORE_BATCH = 16  # sequences per forward pass
 
@@ -58,33 +57,7 @@ def token_logprob(run, prompts: list[bytes], continuations: list[bytes]) -> list
     return scores
 
 
-@torch.no_grad()
 def token_greedy(run, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
     """Greedy continuation of ``prompt``: the most likely token at each step, decoded to bytes, until a special
     token, ``max_bytes`` bytes (the output is cut there), or the first ``stop`` (kept, the rest cut)."""
-    run = _token_run(run)
-    tokenizer, model = run.tokenizer, run.model
-    device = next(model.parameters()).device
-    layers = model.transformer.layers
-    caches = [LayerCache() for _ in layers]
-    tokens = torch.tensor([[BOS_ID, *tokenizer.encode(prompt)]], device=device)
-    out = bytearray()
-    position = 0
-    while len(out) < max_bytes:
-        N = tokens.shape[1]
-        x = model.embedding(tokens)  # (1, N, D)
-        rope = model.transformer.rope(torch.arange(position, position + N, device=device))
-        key_docs = torch.zeros(1, position + N, dtype=torch.long, device=device)  # one document: no EOS is fed
-        mask = local_attention_mask(key_docs[:, position:], model.cfg.window, key_docs)
-        for layer, cache in zip(layers, caches):
-            x = layer(x, rope, mask, cache)
-        next_token = int(model.output(model.norm(x[:, -1])).argmax(dim=-1))
-        position += N
-        if next_token < OFFSET:  # EOS or another special token ends the text
-            break
-        out += tokenizer.token_bytes(next_token)
-        if stop and stop in out:
-            del out[out.index(stop) + len(stop):]
-            break
-        tokens = torch.tensor([[next_token]], device=device)
-    return bytes(out[:max_bytes])
+    return bytes(stream(_token_run(run), prompt, max_bytes, stop=[stop] if stop else []))
