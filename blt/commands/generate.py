@@ -15,7 +15,8 @@ from blt.train import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", type=Path, help="BLT run directory (from `blt train`)")
+    p.add_argument("run", type=Path, help="run directory: a BLT (`blt train`), an entropy model (`blt train-entropy`) "
+                                          "or a token model (`blt train-baseline`)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (UTF-8; bytes that are not UTF-8 are passed on as they are)")
     src.add_argument("--prompt-file", type=Path, help="file whose raw bytes are the prompt")
@@ -54,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise BLTError("--samples > 1 with greedy decoding gives N identical outputs; pass --temperature > 0")
     if args.samples > 1 and (args.out is not None or args.full_recompute):
         raise BLTError("--samples > 1 prints the samples; it can't be combined with --out or --full-recompute")
-    run_ = load(args.run, expect="blt", device=resolve_device(args.device), verify=not args.no_verify)
+    run_ = load(args.run, device=resolve_device(args.device), verify=not args.no_verify)
+    if args.full_recompute and run_.kind != "blt":
+        raise BLTError("--full-recompute is the reference path of BLT's engine; other runs generate with KV caches")
     prompt = command_line_bytes(args.prompt) if args.prompt is not None else args.prompt_file.read_bytes()
     stops = [command_line_bytes(s) for s in args.stop]
     if args.samples > 1:

@@ -13,6 +13,7 @@ from blt.bench import torch_threads
 from blt.cli import main
 from blt.evaluate.token_scoring import token_greedy, token_logprob
 from blt.flops import run_cost
+from blt.run import load
 from blt.tokenizer import BOS_ID, OFFSET
 from tests.baselines.conftest import MICRO_TOKEN_SET, MICRO_TRAIN_SET
 
@@ -95,10 +96,14 @@ def test_a_bpe_run_can_reuse_another_runs_tokenizer(runs, text_data, tmp_path):
     assert (tmp_path / "again" / "tokenizer.json").read_text() == (runs / "bpe" / "tokenizer.json").read_text()
 
 
-def test_generate_refuses_a_baseline_in_one_line(runs, capsys):
-    assert main(["generate", str(runs / "byte"), "--prompt", "x"]) == 2
+@pytest.mark.parametrize("kind", ["bpe", "byte"])
+def test_blt_generate_runs_a_baseline(runs, kind, tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["generate", str(runs / kind), "--prompt", "def ", "--max-bytes", "9", "--out", str(out)]) == 0
+    assert out.read_bytes() == token_greedy(load(runs / kind), b"def ", 9)
+    assert main(["generate", str(runs / kind), "--prompt", "x", "--full-recompute"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "token-model baseline run" in err and len(err.splitlines()) == 1
+    assert "--full-recompute is the reference path of BLT" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("kind", ["bpe", "byte"])
