@@ -21,6 +21,7 @@ Two paths produce the same bytes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,9 +29,9 @@ import numpy as np
 import torch
 
 from blt.model.attention import local_attention_mask
-from blt.model.byte_latent import ByteLatentTransformer, patch_max_pool
+from blt.model.byte_latent import ByteLatentTransformer, PatchLayout
 from blt.model.cache import KVCache, LayerCache
-from blt.model.layers import CausalLM, TransformerStack
+from blt.model.layers import CausalLM
 from blt.model.layout import patch_ids_from_lengths
 from blt.model.steps import CrossStep, NormLinear, StackStep
 from blt.patching.entropy_model import entropy_from_logits
@@ -164,18 +165,6 @@ class _Batch:
                    logits=torch.cat([b.logits for b in batches]))
 
 
-def _run_stack(stack: TransformerStack, x: torch.Tensor, mask: torch.Tensor,
-               caches: list[LayerCache]) -> list[torch.Tensor]:
-    """Run x (1, L, D) at positions 0..L-1 through every block (their own forward), filling each block's
-    cache. Returns every block's output."""
-    rope = stack.rope(torch.arange(x.shape[1], device=x.device))
-    outputs = []
-    for layer, cache in zip(stack.layers, caches):
-        x = layer(x, rope, mask, cache)
-        outputs.append(x)
-    return outputs
-
-
 class Engine:
     """Incremental BLT generation with KV caches at every level; the same bytes as `stream_full_recompute`.
 
@@ -224,39 +213,19 @@ class Engine:
         padded = [[0] * (n - len(context)) + context[-n:] for context in contexts]
         return self.model.hash_embedding.last_table_indices(torch.tensor(padded, device=self.device))
 
-    def _encoder_patches(self, levels: list[torch.Tensor], patch_ids: torch.Tensor, num_patches: int,
-                         cross_mask: torch.Tensor | None) -> torch.Tensor:
-        """`LocalEncoder`'s patch states from its per-level byte states (embeddings, then each layer's output),
-        each (1, L, D_e). patch_ids (1, L). -> (1, P, k*D_e)."""
-        encoder = self.model.encoder
-        B, _, D = levels[0].shape
-        all_layers = encoder.cfg.cross_attn_all_layers
-        n_layers = len(levels) - 1
-        queries = None
-        for i in range(n_layers):
-            if all_layers or i == n_layers - 1:
-                x = levels[i + 1]
-                if queries is None:  # max-pooled bytes of each patch, as in LocalEncoder.forward
-                    queries = encoder.patch_query_projection(patch_max_pool(x, patch_ids, num_patches)).view(B, -1, D)
-                queries = queries + encoder.cross_attn_layers[i if all_layers else 0](queries, x, cross_mask)
-        if queries is None:  # zero encoder layers
-            queries = encoder.patch_query_projection(patch_max_pool(levels[0], patch_ids, num_patches)).view(B, -1, D)
-        return queries.view(B, num_patches, self.k * D)  # (B, P*k, D) -> (B, P, k*D)
-
-    def _project_for_decoder(self, global_states: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
-        """Global states (1, P, D_g) -> the decoder's cross-attention states (1, P*k, D_d), and for each decoder
-        cross-attention the keys and values of the last patch, (1, H_kv, k, hd) each, for the steps."""
+    def _decoder_keys(self, global_states: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """For each decoder cross-attention, the keys and values of the last patch of global states (1, P, D_g):
+        (1, H_kv, k, hd) each, for the steps."""
         decoder = self.model.decoder
-        patch_states = decoder.patch_projection(global_states).view(1, -1, decoder.cfg.dim)  # (1, P, k*D) -> (1, P*k, D)
-        last = patch_states[:, -self.k :]
-        return patch_states, [cross.keys(last) for cross in self._decoder_cross]
+        last = decoder.patch_projection(global_states[:, -1:]).view(1, self.k, decoder.cfg.dim)  # (1, k*D) -> (1, k, D)
+        return [cross.keys(last) for cross in self._decoder_cross]
 
     def _take_open_patch(self, state: GenerationState) -> torch.Tensor:
         """The global model's input for the open patch, which ends at the newest byte. -> (D_g,)."""
         levels = [torch.cat(level)[None] for level in state.open_patch]  # (L, D_e) pieces -> (1, L, D_e)
         state.open_patch = [[] for _ in state.open_patch]
         patch_ids = torch.zeros(1, levels[0].shape[1], dtype=torch.long, device=self.device)
-        patch = self._encoder_patches(levels, patch_ids, 1, None)  # (1, 1, k*D_e)
+        patch = self.model.encoder.patch_states(levels, patch_ids, 1, None)  # (1, 1, k*D_e): one patch, all its bytes
         g = self.model.global_model
         return (g.input_projection(patch) if g.input_projection is not None else patch)[0, 0]
 
@@ -307,25 +276,15 @@ class Engine:
         first_open = T if next_starts else int(starts[0, :T].nonzero()[-1])  # first byte of the open patch
         complete = P if next_starts else P - 1  # BOS alone is always complete
 
-        # Local encoder over every byte.
-        enc = model.encoder
-        x = model.embed(ids)  # (1, T, D_e)
-        encoder_mask = local_attention_mask(doc_ids, enc.cfg.window)
-        encoder_caches = [LayerCache() for _ in enc.transformer.layers]
-        levels = [x] + _run_stack(enc.transformer, x, encoder_mask, encoder_caches)
-
-        # Encoder cross-attention and the global model over the complete patches only.
-        slots = torch.arange(complete, device=self.device)
-        own_bytes = (slots[:, None] == patch_ids[:, None, :first_open]).repeat_interleave(self.k, dim=1)  # (1, P*k, T_c)
-        patches = self._encoder_patches([lv[:, :first_open] for lv in levels], patch_ids[:, :first_open], complete,
-                                        own_bytes[:, None])
-        g = model.global_model
-        h = g.input_projection(patches) if g.input_projection is not None else patches  # (1, P_c, D_g)
-        patch_doc = doc_ids[0, patch_lengths[0, :complete].cumsum(0) - patch_lengths[0, :complete]]  # (P_c,)
-        global_mask = ((slots[None, :] <= slots[:, None]) & (patch_doc[:, None] == patch_doc[None, :]))[None, None]
-        global_caches = [LayerCache() for _ in g.transformer.layers]
-        if g.transformer.layers:
-            h = _run_stack(g.transformer, h, global_mask, global_caches)[-1]
+        # The model's own stages over the prompt, with caches: the encoder over every byte (patched with the
+        # open patch last), the global model over the complete patches only.
+        layout = PatchLayout.build(ids, patch_lengths)
+        encoder_caches = [LayerCache() for _ in model.encoder.transformer.layers]
+        levels: list[torch.Tensor] = []  # the embeddings, then every encoder layer's byte states
+        _, patches = model.encoder(model.embed(ids), layout, encoder_caches, levels)  # (1, P, k*D_e)
+        global_caches = [LayerCache() for _ in model.global_model.transformer.layers]
+        h = model.global_model(patches[:, :complete], PatchLayout.build(ids[:, :first_open], patch_lengths[:, :complete]),
+                               global_caches)  # (1, P_c, D_g)
 
         state = GenerationState(
             ids=id_list, logits=torch.empty(0), next_starts=next_starts, doc_start=doc_start,
@@ -334,21 +293,14 @@ class Engine:
             rule=rule, open_patch=[[lv[0, first_open:]] if first_open < T else [] for lv in levels],
             num_patches=complete,
         )
-        patch_states, decoder_keys = self._project_for_decoder(h)  # (1, P_c*k, D_d)
+        decoder_keys = self._decoder_keys(h)
 
         # Local decoder: byte b reads the last patch complete at b — its own patch if b ends it.
-        decoder = model.decoder
         reads = patch_ids - 1 + starts[:, 1:].long()  # (1, T); starts[b + 1]: byte b is the last of its patch
-        cross_mask = (reads[:, :, None] == slots[None, None, :]).repeat_interleave(self.k, dim=2)[:, None]
-        rope = decoder.transformer.rope(torch.arange(T, device=self.device))
-        self_mask = local_attention_mask(doc_ids, decoder.cfg.window)
-        decoder_caches = [LayerCache() for _ in decoder.transformer.layers]
-        h = levels[-1]
-        for i, (layer, cache) in enumerate(zip(decoder.transformer.layers, decoder_caches)):
-            if decoder.cfg.cross_attn_all_layers or i == 0:
-                h = h + decoder.cross_attn_layers[i](h, patch_states, cross_mask)
-            h = layer(h, rope, self_mask, cache)
-        state.logits = decoder.output(decoder.norm(h[0, -1]))
+        decoder_caches = [LayerCache() for _ in model.decoder.transformer.layers]
+        logits = model.decoder(levels[-1], h, dataclasses.replace(layout, decoder_patch_ids=reads, num_patches=complete),
+                               decoder_caches)
+        state.logits = logits[0, -1]
         state.batch = _Batch(
             rows=[state],
             entropy_caches=self._entropy_step.caches(entropy_caches, T) if self._entropy_step is not None else [],

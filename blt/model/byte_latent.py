@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.config import BLTConfig, LocalDecoderConfig, LocalEncoderConfig
-from blt.model.attention import CausalMask, GroupMask, SegmentMask
+from blt.model.attention import CausalMask, GroupMask, Mask, SegmentMask
 from blt.model.hashing import HashNgramEmbedding
+from blt.model.cache import LayerCache
 from blt.model.layers import CrossAttention, RMSNorm, TransformerStack, embedding_init, linear_init, seeded
 from blt.model.layout import (
     check_patch_lengths,
@@ -90,26 +91,41 @@ class LocalEncoder(nn.Module):
             CrossAttention(cfg.dim, cfg.n_heads, cfg.kv_heads, cfg.norm_eps) for _ in range(n_cross)
         )
 
-    def forward(self, x: torch.Tensor, layout: PatchLayout) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D_e) embedded bytes -> byte states (B, T, D_e), patch states (B, P, k*D_e)."""
-        B, T, D = x.shape
+    def forward(self, x: torch.Tensor, layout: PatchLayout, caches: list[LayerCache] | None = None,
+                levels: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D_e) embedded bytes -> byte states (B, T, D_e), patch states (B, P, k*D_e).
+
+        Generation's prefill passes empty ``caches`` (one per layer) to keep the keys and values, and a
+        ``levels`` list that receives the input and every layer's byte states."""
+        T = x.shape[1]
         rope = self.transformer.rope(torch.arange(T, device=x.device))
         self_mask = layout.local_mask(self.cfg.window)
-        cross_mask = layout.encoder_cross_mask(self.k)
-        queries = None
-        last = len(self.transformer.layers) - 1
+        levels = [] if levels is None else levels
+        levels.append(x)
         for i, layer in enumerate(self.transformer.layers):
-            x = layer(x, rope, self_mask)
-            if self.cfg.cross_attn_all_layers or i == last:
+            x = layer(x, rope, self_mask, caches[i] if caches is not None else None)
+            levels.append(x)
+        return x, self.patch_states(levels, layout.patch_ids, layout.num_patches, layout.encoder_cross_mask(self.k))
+
+    def patch_states(self, levels: list[torch.Tensor], patch_ids: torch.Tensor, num_patches: int,
+                     cross_mask: Mask | torch.Tensor | None) -> torch.Tensor:
+        """Patch states from the byte states of every level (the input, then each layer's output; (B, T, D_e)
+        each): the max-pooled bytes of each patch as k queries, which cross-attend to their patch's bytes
+        after the last layer (or after every layer). patch_ids (B, T) -> (B, P, k*D_e)."""
+        B, _, D = levels[0].shape
+        n_layers = len(levels) - 1
+        queries = None
+        for i in range(n_layers):
+            if self.cfg.cross_attn_all_layers or i == n_layers - 1:
+                x = levels[i + 1]
                 if queries is None:  # queries start as the max-pooled bytes of each patch, as in the reference
-                    pooled = patch_max_pool(x, layout.patch_ids, layout.num_patches)  # (B, P, D)
+                    pooled = patch_max_pool(x, patch_ids, num_patches)  # (B, P, D)
                     queries = self.patch_query_projection(pooled).view(B, -1, D)  # (B, P, k*D) -> (B, P*k, D)
                 cross = self.cross_attn_layers[i if self.cfg.cross_attn_all_layers else 0]
                 queries = queries + cross(queries, x, cross_mask)
         if queries is None:  # zero encoder layers: pool the embeddings directly
-            pooled = patch_max_pool(x, layout.patch_ids, layout.num_patches)
-            queries = self.patch_query_projection(pooled).view(B, -1, D)
-        return x, queries.view(B, layout.num_patches, self.k * D)  # (B, P*k, D) -> (B, P, k*D)
+            queries = self.patch_query_projection(patch_max_pool(levels[0], patch_ids, num_patches)).view(B, -1, D)
+        return queries.view(B, num_patches, self.k * D)  # (B, P*k, D) -> (B, P, k*D)
 
     def init_weights(self, std_factor: float) -> None:
         self.transformer.init_weights(std_factor)
@@ -127,13 +143,13 @@ class GlobalTransformer(nn.Module):
         self.transformer = TransformerStack(cfg)
         self.input_projection = nn.Linear(input_dim, cfg.dim, bias=False) if input_dim != cfg.dim else None
 
-    def forward(self, patches: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
-        """patches (B, P, k*D_e) -> (B, P, D_g)."""
+    def forward(self, patches: torch.Tensor, layout: PatchLayout, caches: list[LayerCache] | None = None) -> torch.Tensor:
+        """patches (B, P, k*D_e) -> (B, P, D_g); empty ``caches`` (one per layer) keep the keys and values."""
         h = self.input_projection(patches) if self.input_projection is not None else patches
         rope = self.transformer.rope(torch.arange(h.shape[1], device=h.device))
         mask = layout.global_mask()
-        for layer in self.transformer.layers:
-            h = layer(h, rope, mask)
+        for i, layer in enumerate(self.transformer.layers):
+            h = layer(h, rope, mask, caches[i] if caches is not None else None)
         return h
 
     def init_weights(self, std_factor: float) -> None:
@@ -158,8 +174,10 @@ class LocalDecoder(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, vocab_size, bias=False)
 
-    def forward(self, byte_states: torch.Tensor, global_states: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
-        """byte_states (B, T, D_d), global_states (B, P, D_g) -> logits (B, T, V)."""
+    def forward(self, byte_states: torch.Tensor, global_states: torch.Tensor, layout: PatchLayout,
+                caches: list[LayerCache] | None = None) -> torch.Tensor:
+        """byte_states (B, T, D_d), global_states (B, P, D_g) -> logits (B, T, V); empty ``caches`` (one per
+        layer) keep the keys and values."""
         B, T, D = byte_states.shape
         patch_states = self.patch_projection(global_states).view(B, -1, D)  # (B, P, k*D) -> (B, P*k, D)
         rope = self.transformer.rope(torch.arange(T, device=byte_states.device))
@@ -169,7 +187,7 @@ class LocalDecoder(nn.Module):
         for i, layer in enumerate(self.transformer.layers):
             if self.cfg.cross_attn_all_layers or i == 0:
                 h = h + self.cross_attn_layers[i](h, patch_states, cross_mask)
-            h = layer(h, rope, self_mask)
+            h = layer(h, rope, self_mask, caches[i] if caches is not None else None)
         return self.output(self.norm(h))
 
     def init_weights(self, std_factor: float) -> None:

@@ -99,16 +99,17 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor, cache: LayerCache | None = None
     ) -> torch.Tensor:
-        """x (B, T, D); rope for the T new positions; mask bool (B, 1, T, T_past + T) (dense, needed with a
-        cache) or a `Mask` such as `CausalMask` over the T positions."""
+        """x (B, T, D); rope for the T new positions; mask bool (B, 1, T, T_past + T) or a `Mask` such as
+        `CausalMask`. A ``cache`` keeps the keys and values for later positions; once it holds past
+        positions the mask must be dense over past + new."""
         q, k, v = (w(x).unflatten(-1, (-1, self.head_dim)) for w in (self.wq, self.wk, self.wv))  # (B, T, h, hd)
         cos, sin = rope
         rotation = torch.complex(cos, sin).unsqueeze(-2)  # (..., T, hd/2) -> (..., T, 1, hd/2), over heads
         q, k = rotate_pairs(q, rotation), rotate_pairs(k, rotation)
         mask = as_mask(mask)
         if cache is not None:
-            if not isinstance(mask, DenseMask):
-                raise ValueError("a KV cache needs a dense mask over past + new positions")
+            if len(cache) and not isinstance(mask, DenseMask):
+                raise ValueError("a KV cache with past positions needs a dense mask over past + new positions")
             k, v = (t.transpose(1, 2) for t in cache.extend(k.transpose(1, 2), v.transpose(1, 2)))  # past + new
         out = mask.attend(q, k, v)  # (B, T, H, hd)
         return self.wo(out.flatten(2))  # (B, T, H, hd) -> (B, T, H hd) -> (B, T, D)
