@@ -14,6 +14,14 @@ import numpy as np
 from blt.fileio import atomic_path, atomic_write_bytes
 
 
+def _save_png(plt, fig, out_png: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out_png)
+
+
 def _pyplot():
     import matplotlib
 
@@ -38,11 +46,7 @@ def plot_training_curve(records: list[dict[str, Any]], out_png: Path) -> Path | 
     ax.set_ylabel("bits per byte")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out_png)
+    return _save_png(plt, fig, out_png)
 
 
 def plot_bpb_vs_flops(result: dict, out_png: Path) -> Path:
@@ -59,11 +63,7 @@ def plot_bpb_vs_flops(result: dict, out_png: Path) -> Path:
     ax.set_title(f"budget {result['settings']['budget']:.3g} FLOPs per model, preset {result['settings']['preset']}")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(out_png)
+    return _save_png(plt, fig, out_png)
 
 
 def plot_char_report(report: dict, path: Path, choices: int) -> Path:
