@@ -143,6 +143,15 @@ def _source_dir(src: Path, what: str) -> Path:
     return src
 
 
+def _write_conversion(out, src, force: bool, config, plan, reader, entropy, source_format: str,
+                      notes: list[str]) -> Conversion:
+    """Write the converted run into ``out`` through a staging directory, and say what was converted."""
+    with staged_directory(out, src, force) as staging:
+        _write_run(staging, config, plan, reader, entropy, {"format": source_format, "path": str(src)})
+    return Conversion(Path(out), config, entropy[0] if entropy else None, _count(plan),
+                      _count(entropy[1]) if entropy else 0, notes)
+
+
 def _write_run(staging: Path, config: BLTConfig, plan: list[PlannedTensor], reader: TensorReader,
                entropy: tuple[EntropyModelConfig, list[PlannedTensor], TensorReader] | None,
                origin: dict[str, str]) -> None:
@@ -196,10 +205,7 @@ def convert_from_hf(src: Path, out: Path, force: bool = False) -> Conversion:
     elif config.patching.uses_entropy_model:
         notes.append(f"{src} has no patcher (patch_in_forward is false): patching mode {config.patching.mode!r} "
                      f"needs an entropy model; copy one into {Path(out) / ENTROPY_SUBDIR}")
-    with staged_directory(out, src, force) as staging:
-        _write_run(staging, config, plan, reader, entropy, {"format": "transformers", "path": str(src)})
-    return Conversion(Path(out), config, entropy[0] if entropy else None, _count(plan),
-                      _count(entropy[1]) if entropy else 0, notes)
+    return _write_conversion(out, src, force, config, plan, reader, entropy, "transformers", notes)
 
 
 # --- blt -> transformers ---------------------------------------------------------------------------
@@ -305,10 +311,7 @@ def convert_from_bytelatent(src: Path, out: Path, entropy_dir: Path | None = Non
     if entropy is None and config.patching.uses_entropy_model:
         notes.append(f"no entropy model given (--entropy-model DIR, or {src / 'entropy_model'}): patching mode "
                      f"{config.patching.mode!r} needs one; copy it into {Path(out) / ENTROPY_SUBDIR}")
-    with staged_directory(out, src, force) as staging:
-        _write_run(staging, config, plan, reader, entropy, {"format": "bytelatent", "path": str(src)})
-    return Conversion(Path(out), config, entropy[0] if entropy else None, _count(plan),
-                      _count(entropy[1]) if entropy else 0, notes)
+    return _write_conversion(out, src, force, config, plan, reader, entropy, "bytelatent", notes)
 
 
 def describe_patching(patching: PatchingConfig) -> str:
