@@ -72,13 +72,18 @@ def family_score(result: dict) -> float:
     return statistics.fmean(m["val_bpb"] for m in result["members"])
 
 
+def sweep_lrs(args, family: str) -> list[float]:
+    """The learning rates a family is swept over: ``--lrs``, and its ``--extend`` ones."""
+    return sorted(set(args.lrs) | {lr for f, lr in args.extend if f == family})
+
+
 def chosen_lrs(args) -> dict[str, float] | None:
     """Each family's learning rate from the sweep, or None while the sweep is unfinished."""
     smallest = min(args.budgets)
     chosen = {}
     for family in FAMILIES:
         scores = {}
-        for lr in args.lrs:
+        for lr in sweep_lrs(args, family):
             done = finished(run_dir(args.runs, smallest, family, lr, 0))
             if done is None:
                 return None
@@ -145,7 +150,7 @@ def report(args, lrs: dict[str, float] | None) -> None:
     main = main_rows(rows, lrs)
     gap_rows = gaps(main)
     record = {"settings": {"preset": args.preset, "precision": args.precision, "budgets": args.budgets,
-                           "lrs": args.lrs, "warmup_fraction": args.warmup_fraction, "data": str(args.data),
+                           "lrs": args.lrs, "extend": [list(e) for e in args.extend], "warmup_fraction": args.warmup_fraction, "data": str(args.data),
                            "entropy_model": str(args.entropy_model)},
               "chosen_lrs": lrs, "gaps": gap_rows, "gap_trend": trend(gap_rows),
               "members": [{k: v for k, v in r.items()} for r in rows]}
@@ -166,12 +171,13 @@ def markdown(record: dict) -> str:
              f"member's steps; validation bits per byte over the whole validation split.", ""]
     sweep = [r for r in rows if r["budget"] == smallest and r["seed"] == 0]
     if sweep:
-        lines += [f"**Learning-rate sweep** at {smallest:.0e} training FLOPs, seed 0 (chosen: lowest mean over a "
-                  "family's members)", "", "| member | " + " | ".join(f"lr {lr:g}" for lr in s["lrs"]) + " |",
-                  "|---|" + "---|" * len(s["lrs"])]
+        swept = sorted({r["lr"] for r in sweep})
+        lines += [f"**Learning-rate sweep** at {smallest:.0e} training FLOPs, seed 0 (chosen, in bold: lowest mean "
+                  "over a family's members)", "", "| member | " + " | ".join(f"lr {lr:g}" for lr in swept) + " |",
+                  "|---|" + "---|" * len(swept)]
         for name in sorted({r["name"] for r in sweep}, key=_order):
             cells = []
-            for lr in s["lrs"]:
+            for lr in swept:
                 hit = [r for r in sweep if r["name"] == name and r["lr"] == lr]
                 mark = "**" if hit and lrs.get(hit[0]["family"]) == lr else ""
                 cells.append(f"{mark}{hit[0]['val_bpb']:.3f}{mark}" if hit else "-")
@@ -249,6 +255,16 @@ def plot(record: dict, main: list[dict], out_png: Path) -> None:
     plt.close(fig)
 
 
+def _family_lr(text: str) -> tuple[str, float]:
+    family, _, lr = text.partition(":")
+    if family not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"{text}: the family must be one of {', '.join(FAMILIES)}")
+    try:
+        return family, float(lr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected FAMILY:LR, e.g. blt:0.016") from None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("data_cache/default"))
@@ -257,7 +273,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=Path("results/scaling"))
     p.add_argument("--preset", default="paper-xs")
     p.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
-    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
+    p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3, 8e-3])
+    p.add_argument("--extend", type=_family_lr, nargs="*", default=[("blt", 1.6e-2), ("byte", 5e-4)],
+                   metavar="FAMILY:LR", help="extra rates for one family, where its best sat at an edge of --lrs")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument("--evals", type=int, default=5)
@@ -272,6 +290,9 @@ def main(argv=None) -> int:
                 for family in FAMILIES:
                     run_compare(args, smallest, family, lr, 0)
                     report(args, chosen_lrs(args))
+            for family, lr in args.extend:  # a family whose best rate sat at an edge of the sweep
+                run_compare(args, smallest, family, lr, 0)
+                report(args, chosen_lrs(args))
         lrs = chosen_lrs(args)
         if lrs is None:
             print("scaling: the sweep is unfinished; run the sweep phase first", file=sys.stderr)
