@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="paper-xs")
     p.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3, 8e-3])
-    p.add_argument("--extend", type=_family_lr, nargs="*", default=[("blt", 1.6e-2), ("byte", 5e-4)],
+    p.add_argument("--extend", type=_family_lr, nargs="*", default=[("blt", 1.6e-2), ("blt", 3.2e-2), ("byte", 5e-4)],
                    metavar="FAMILY:LR", help="extra rates for one family, where its best sat at an edge of --lrs")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--warmup-fraction", type=float, default=0.1)
