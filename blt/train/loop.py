@@ -308,7 +308,7 @@ class Trainer:
         window_start, window_bytes = time.perf_counter(), 0
         last_saved = time.monotonic()
         last, val_bpb = {"loss": float("nan")}, None
-        stop_requests, stopped = _StopRequests(), False
+        stop_requests, stopped, stopped_at_last_step = _StopRequests(), False, False
         try:
             while self.step < cfg.steps:
                 last = self.train_step()
@@ -343,6 +343,7 @@ class Trainer:
                 if due or done or timed or stop:
                     path = self.save_checkpoint()
                     last_saved = time.monotonic()
+                stopped_at_last_step = stop and done  # every process agrees (the flag is all-reduced)
                 if stop and not done:
                     stopped = True  # on every process, also those that got no signal themselves
                     bar.close()
@@ -358,6 +359,9 @@ class Trainer:
             stop_requests.release()
         bar.close()
         self._save_final_weights()
+        if stopped_at_last_step:  # asked during the last step: done and saved, and the caller stops too
+            self.log(f"stopped by a signal at the last step ({self.step}); the run is complete")
+            raise KeyboardInterrupt
         return TrainResult(step=self.step, train_loss=last["loss"], val_bpb=val_bpb, run_dir=self.run_dir)
 
     def _any_process(self, flags: list[bool]) -> list[bool]:

@@ -244,6 +244,21 @@ def test_a_signal_stops_training_at_a_checkpoint(signum, text_data, tmp_path):
     assert losses(out) == losses(tmp_path / "full")
 
 
+def test_a_signal_during_the_last_step_still_stops_the_caller(text_data, tmp_path, capsys):
+    """A pipeline of runs (`blt compare`) must stop too when the signal comes as a run ends: the run finishes
+    and keeps its final weights, and `fit` raises KeyboardInterrupt instead of returning."""
+    import os
+
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = make_trainer(text_data, tmp_path / "run", steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(on_step=lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is given back
+    assert make_trainer(text_data, tmp_path / "run", steps=3).fit(resume=True).already_complete
+
+
 def test_weights_a_kill_left_unmatched_are_written_again_by_a_resume(text_data, tmp_path):
     trainer = make_trainer(text_data, tmp_path / "run", steps=4)
     trainer.fit()
