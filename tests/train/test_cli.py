@@ -75,7 +75,7 @@ def test_resume_in_bf16_is_recorded_and_evaluated_in_bf16(runs, text_data, tmp_p
         (["train-entropy", "--data", "{data}", "--out", "{runs}/ent"], "already exists"),
         (["train", "--data", "{data}", "--entropy-model", "{runs}/blt", "--out", "{tmp}/y"], "is a BLT run"),
         (["eval", "{tmp}"], "not a blt run directory"),
-        (["generate", "{runs}/ent", "--prompt", "x"], "is an entropy-model run"),
+        (["generate", "{runs}/ent", "--prompt", "x", "--full-recompute"], "--full-recompute is the reference path of BLT"),
         (["train-entropy", "--data", "{data}", "--out", "{tmp}/z", "--set", "nope=1"], "unknown config key"),
     ],
 )
