@@ -390,12 +390,20 @@ def compare(opts: CompareOptions, log=print) -> dict:
     return result
 
 
+def _shown_path(path: str) -> str:
+    """A recorded (resolved) path, relative to the working directory when it lies inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def compare_table(result: dict) -> str:
     """The comparison as a Markdown table."""
     s = result["settings"]
     lines = [
         (f"Budget {s['budget']:.3g} training FLOPs per model, preset `{s['preset']}`, {result['bytes_per_step']:,} "
-         f"bytes per step; validation bits per byte over the whole validation split of `{s['data']}`."),
+         f"bytes per step; validation bits per byte over the whole validation split of `{_shown_path(s['data'])}`."),
         "",
         ("| model | val BPB | train FLOPs/byte | inference FLOPs/byte | params (non-emb) | params (total) | "
          "bytes/step | bytes/s | steps |"),
