@@ -22,17 +22,16 @@ reuses; a caller that runs the converted token model on Llama ids should mind it
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from blt.baselines.model import TokenLM, TokenModelConfig
 from blt.errors import CheckpointError, ConfigError
+from blt.interop.tensorfile import SafetensorsReader, read_json
 from blt.tokenizer import VOCAB_SIZE
 
 CONFIG_FILE = "config.json"
@@ -87,15 +86,14 @@ def pairs_to_halves(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.view(n_heads, head_dim // 2, 2, dim).transpose(1, 2).reshape(out_dim, dim)
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent} has no {path.name}; {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+def _read_config(path: Path) -> dict:
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path} has no {CONFIG_FILE}; give a transformers checkpoint directory "
+                              "(config.json + safetensors)")
+    data = read_json(file)
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
+        raise CheckpointError(f"{file} does not hold a JSON object")
     return data
 
 
@@ -142,36 +140,18 @@ def token_config_from_llama(cfg: dict) -> TokenModelConfig:
                             vocab_size=vocab)
 
 
-def _weight_files(path: Path) -> list[Path]:
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint's safetensors (one file, or the shards of its index)."""
     if (path / INDEX_FILE).is_file():
-        index = _read_json(path / INDEX_FILE, "")
-        weight_map = index.get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{path / INDEX_FILE} has no weight_map")
-        names = sorted(set(weight_map.values()))
-        if any(not isinstance(n, str) or Path(n).name != n for n in names):
-            raise CheckpointError(f"{path / INDEX_FILE} names shard files outside the checkpoint directory")
-        return [path / n for n in names]
-    if (path / WEIGHTS_FILE).is_file():
-        return [path / WEIGHTS_FILE]
-    pickled = sorted(p.name for p in path.glob("*.bin"))
-    extra = f" (it has {', '.join(pickled)}: pickled weights, which blt never loads)" if pickled else ""
-    raise CheckpointError(f"{path} has no {WEIGHTS_FILE} or {INDEX_FILE}{extra}; save it with "
-                          "save_pretrained(..., safe_serialization=True)")
-
-
-def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        if not file.is_file():
-            raise CheckpointError(f"the shard {file} is missing")
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    tensors[name] = f.get_tensor(name)
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{file} is not a readable safetensors file ({err})") from None
-    return tensors
+        reader = SafetensorsReader.from_index(path / INDEX_FILE)
+    elif (path / WEIGHTS_FILE).is_file():
+        reader = SafetensorsReader.from_file(path / WEIGHTS_FILE)
+    else:
+        pickled = sorted(p.name for p in path.glob("*.bin"))
+        extra = f" (it has {', '.join(pickled)}: pickled weights, which blt never loads)" if pickled else ""
+        raise CheckpointError(f"{path} has no {WEIGHTS_FILE} or {INDEX_FILE}{extra}; save it with "
+                              "save_pretrained(..., safe_serialization=True)")
+    return {name: reader.read(name) for name in reader.infos}
 
 
 def _our_name(name: str) -> str | None:
@@ -187,9 +167,9 @@ def read_llama(path: str | Path) -> LlamaCheckpoint:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a directory; give a transformers checkpoint directory")
-    source = _read_json(path / CONFIG_FILE, "give a transformers checkpoint directory (config.json + safetensors)")
+    source = _read_config(path)
     config = token_config_from_llama(source)
-    hf = _read_tensors(_weight_files(path))
+    hf = _weights(path)
     ours: dict[str, torch.Tensor] = {}
     unknown = []
     for name, tensor in hf.items():
