@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from blt.model.attention import local_attention_mask
 from blt.model.byte_latent import ByteLatentTransformer, PatchLayout
 from blt.model.cache import KVCache, LayerCache
 from blt.model.layers import CausalLM
@@ -501,20 +500,16 @@ def stream_tokens(model: CausalLM, prompt_ids: Sequence[int], temperature: float
                   top_p: float | None = None, generator: torch.Generator | None = None) -> Iterator[int]:
     """The ids a causal LM over ids (a token model, or the entropy model over bytes) picks after ``prompt_ids``
     (BOS first, one document), one at a time and without end: the caller stops. The prompt runs in one
-    pass, then each new id in one step, through the model's own blocks with a `LayerCache` per layer."""
+    pass, then each new id in one step, through `CausalLM.forward_chunk` with a `LayerCache` per layer."""
     device = next(model.parameters()).device
     caches = [LayerCache() for _ in model.transformer.layers]
     tokens = torch.tensor([list(prompt_ids)], device=device)
     position = 0
     while True:
         N = tokens.shape[1]
-        x = model.embedding(tokens)  # (1, N, D)
-        rope = model.transformer.rope(torch.arange(position, position + N, device=device))
         key_docs = torch.zeros(1, position + N, dtype=torch.long, device=device)  # one document: no EOS is fed
-        mask = local_attention_mask(key_docs[:, position:], model.cfg.window, key_docs)
-        for layer, cache in zip(model.transformer.layers, caches):
-            x = layer(x, rope, mask, cache)
-        token = int(sample_next(model.output(model.norm(x[:, -1])), temperature, top_k, top_p, generator))
+        logits = model.forward_chunk(tokens, position, key_docs[:, position:], caches, key_docs)[:, -1]
+        token = int(sample_next(logits, temperature, top_k, top_p, generator))
         position += N
         yield token
         tokens = torch.tensor([[token]], device=device)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.config import TransformerConfig
-from blt.model.attention import CausalMask, DenseMask, Mask, as_mask
+from blt.model.attention import CausalMask, DenseMask, Mask, as_mask, local_attention_mask
 from blt.model.cache import LayerCache
 from blt.tokenizer import document_ids
 
@@ -246,6 +246,28 @@ class CausalLM(nn.Module):
         mask = CausalMask(document_ids(ids), self.cfg.window)
         for layer in self.transformer.layers:
             x = layer(x, rope, mask)
+        return self.output(self.norm(x))
+
+    def forward_chunk(
+        self,
+        ids: torch.Tensor,
+        start: int,
+        doc_ids: torch.Tensor,
+        caches: list[LayerCache] | None,
+        key_doc_ids: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for ids (B, L) at positions start..start+L-1, given cached keys of earlier positions.
+
+        ``key_doc_ids`` (B, S) are the document ids of the cached positions followed by this chunk's.
+        ``mask`` (B or 1, 1, L, S), when given, is used instead of building `local_attention_mask` from them.
+        """
+        x = self.embedding(ids)
+        rope = self.transformer.rope(torch.arange(start, start + ids.shape[1], device=ids.device))
+        if mask is None:
+            mask = local_attention_mask(doc_ids, self.cfg.window, key_doc_ids)
+        for i, layer in enumerate(self.transformer.layers):
+            x = layer(x, rope, mask, caches[i] if caches is not None else None)
         return self.output(self.norm(x))
 
     @torch.no_grad()

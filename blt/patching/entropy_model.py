@@ -44,28 +44,6 @@ class EntropyModel(CausalLM):
             raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
         return self.forward_chunk(ids, 0, document_ids(ids), caches=None, key_doc_ids=None)
 
-    def forward_chunk(
-        self,
-        ids: torch.Tensor,
-        start: int,
-        doc_ids: torch.Tensor,
-        caches: list[LayerCache] | None,
-        key_doc_ids: torch.Tensor | None,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits for ids (B, L) at positions start..start+L-1, given cached keys of earlier positions.
-
-        ``key_doc_ids`` (B, S) are the document ids of the cached positions followed by this chunk's.
-        ``mask`` (B or 1, 1, L, S), when given, is used instead of building `local_attention_mask` from them.
-        """
-        x = self.embedding(ids)
-        rope = self.transformer.rope(torch.arange(start, start + ids.shape[1], device=ids.device))
-        if mask is None:
-            mask = local_attention_mask(doc_ids, self.cfg.window, key_doc_ids)
-        for i, layer in enumerate(self.transformer.layers):
-            x = layer(x, rope, mask, caches[i] if caches is not None else None)
-        return self.output(self.norm(x))
-
     def default_chunk_len(self, rows: int) -> int:
         """The chunk length `entropies` uses for ``rows`` rows at a time: about `QUERIES_PER_CALL` positions
         per call but at least `MIN_CHUNK_LEN`, at most twice the window and at most ``cfg.chunk_len``.
