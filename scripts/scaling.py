@@ -18,6 +18,10 @@ checkpoint. After each comparison the results are rewritten (``--results``, defa
 ``scaling.json`` (every member of every run), ``scaling.md`` (tables and the reading's numbers) and
 ``scaling.png`` (validation bits per byte against training FLOPs, and the gap between the best BLT and BPE).
 ``--report`` only rewrites them from what has finished.
+
+Each finished comparison is also kept under ``<results>/comparisons/`` (``budget-1e+13/blt-lr0.016-seed0.json``: its
+settings, bytes per step and members). Those small files are committed, so a fresh checkout without ``--runs``
+still knows what has finished: a comparison found there is not run again, and the report is built from them.
 """
 
 from __future__ import annotations
@@ -51,21 +55,41 @@ def options(args, budget: float, family: str, lr: float, seed: int) -> CompareOp
         progress=not args.quiet, **FAMILIES[family])
 
 
-def finished(out: Path) -> dict | None:
-    path = out / "compare.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def kept_path(results: Path, budget: float, family: str, lr: float, seed: int) -> Path:
+    """Where a finished comparison is kept with the results: the part of ``compare.json`` the report reads."""
+    return results / "comparisons" / f"budget-{budget:.0e}" / f"{family}-lr{lr:g}-seed{seed}.json"
+
+
+def keep(results: Path, budget: float, family: str, lr: float, seed: int, result: dict) -> dict:
+    kept = {"settings": {k: result["settings"][k] for k in ("budget", "preset", "precision")},
+            "bytes_per_step": result["bytes_per_step"], "members": result["members"]}
+    path = kept_path(results, budget, family, lr, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(kept, indent=1) + "\n")
+    return kept
+
+
+def finished(args, budget: float, family: str, lr: float, seed: int) -> dict | None:
+    """A finished comparison: from the results it was kept in, else from its run directory (and then kept)."""
+    path = kept_path(args.results, budget, family, lr, seed)
+    if path.is_file():
+        return json.loads(path.read_text())
+    path = run_dir(args.runs, budget, family, lr, seed) / "compare.json"
+    if path.is_file():
+        return keep(args.results, budget, family, lr, seed, json.loads(path.read_text()))
+    return None
 
 
 def run_compare(args, budget: float, family: str, lr: float, seed: int) -> dict:
     out = run_dir(args.runs, budget, family, lr, seed)
-    done = finished(out)
+    done = finished(args, budget, family, lr, seed)
     if done is not None:
         return done
     print(f"scaling: {family} at lr {lr:g}, seed {seed}, budget {budget:.0e} -> {out}", flush=True)
     start = time.perf_counter()
     result = compare(options(args, budget, family, lr, seed), log=lambda m: print(m, flush=True))
     print(f"scaling: {out} done in {time.perf_counter() - start:,.0f} s", flush=True)
-    return result
+    return keep(args.results, budget, family, lr, seed, result)
 
 
 def family_score(result: dict) -> float:
@@ -84,7 +108,7 @@ def chosen_lrs(args) -> dict[str, float] | None:
     for family in FAMILIES:
         scores = {}
         for lr in sweep_lrs(args, family):
-            done = finished(run_dir(args.runs, smallest, family, lr, 0))
+            done = finished(args, smallest, family, lr, 0)
             if done is None:
                 return None
             scores[lr] = family_score(done)
@@ -93,15 +117,15 @@ def chosen_lrs(args) -> dict[str, float] | None:
 
 
 def collect(args) -> list[dict]:
-    """Every member of every finished comparison under ``--runs``, with its family, lr, seed and budget."""
+    """Every member of every finished comparison (kept or under ``--runs``), with its family, lr, seed, budget."""
+    names = {(d.parent.name, d.name) for d in args.runs.glob("budget-*/*") if (d / "compare.json").is_file()}
+    names |= {(f.parent.name, f.stem) for f in (args.results / "comparisons").glob("budget-*/*.json")}
     rows = []
-    for budget_dir in sorted(args.runs.glob("budget-*")):
-        for out in sorted(budget_dir.iterdir()):
-            done = finished(out)
-            if done is None:
-                continue
-            family, lr, seed = out.name.split("-lr")[0], float(out.name.split("-lr")[1].split("-seed")[0]), \
-                int(out.name.split("-seed")[1])
+    for budget_name, name in sorted(names):
+        budget = float(budget_name.removeprefix("budget-"))
+        family, lr, seed = name.split("-lr")[0], float(name.split("-lr")[1].split("-seed")[0]), int(name.split("-seed")[1])
+        done = finished(args, budget, family, lr, seed)
+        if done is not None:
             for m in done["members"]:
                 rows.append({"budget": done["settings"]["budget"], "family": family, "lr": lr, "seed": seed,
                              "preset": done["settings"]["preset"], "precision": done["settings"]["precision"],

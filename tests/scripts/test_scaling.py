@@ -1,0 +1,50 @@
+"""`scripts/scaling.py` keeps each finished comparison with its results, so a checkout without the run
+directories rebuilds the same report and does not run a kept comparison again."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _scaling():
+    spec = importlib.util.spec_from_file_location("scaling_script", ROOT / "scripts" / "scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_is_rebuilt_from_the_kept_comparisons(tmp_path):
+    scaling = _scaling()
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "scaling" / "comparisons", results / "comparisons")
+    assert scaling.main(["--report", "--results", str(results), "--runs", str(tmp_path / "no-runs")]) == 0
+    committed = json.loads((ROOT / "results" / "scaling" / "scaling.json").read_text())
+    rebuilt = json.loads((results / "scaling.json").read_text())
+    assert rebuilt["members"] == committed["members"] and rebuilt["chosen_lrs"] == committed["chosen_lrs"]
+    assert (results / "scaling.md").read_text() == (ROOT / "results" / "scaling" / "scaling.md").read_text()
+    assert (results / "scaling.png").stat().st_size > 10_000
+
+
+def test_a_finished_run_directory_is_kept_and_then_found_without_it(tmp_path):
+    scaling = _scaling()
+    args = scaling.argparse.Namespace(results=tmp_path / "results", runs=tmp_path / "runs")
+    out = scaling.run_dir(args.runs, 3e13, "bpe", 4e-3, 0)
+    out.mkdir(parents=True)
+    member = {"name": "bpe", "kind": "bpe", "val_bpb": 2.1}
+    (out / "compare.json").write_text(json.dumps({"settings": {"budget": 3e13, "preset": "paper-xs", "precision": "bf16",
+                                                              "data": "elsewhere"},
+                                                 "bytes_per_step": 8192, "members": [member]}))
+    assert scaling.finished(args, 3e13, "bpe", 4e-3, 0)["members"] == [member]
+    shutil.rmtree(args.runs)
+    kept = scaling.finished(args, 3e13, "bpe", 4e-3, 0)
+    assert kept == {"settings": {"budget": 3e13, "preset": "paper-xs", "precision": "bf16"}, "bytes_per_step": 8192,
+                    "members": [member]}
+    assert scaling.kept_path(args.results, 3e13, "bpe", 4e-3, 0).name == "bpe-lr0.004-seed0.json"
+    assert scaling.finished(args, 1e14, "bpe", 4e-3, 0) is None
+    rows = scaling.collect(args)
+    assert [(r["budget"], r["family"], r["lr"], r["seed"], r["val_bpb"]) for r in rows] == [(3e13, "bpe", 4e-3, 0, 2.1)]
