@@ -1,4 +1,4 @@
-"""`blt data prepare SOURCE... --out DIR` and `blt data info DIR`."""
+"""`blt data prepare SOURCE... --out DIR`, `blt data info DIR` and `blt data mixed --out FILES [--prepare DIR]`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from blt.data import (
     byte_summary,
     prepare,
 )
+from blt.data.mixed import DEFAULT_FILES_PER_KIND, KINDS, MIXED_VAL_FRACTION, build_mixed
+from blt.errors import DataError
 
 _SIZE = re.compile(r"^(\d+)([KMG]i?B?)?$", re.IGNORECASE)
 
@@ -48,6 +50,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"target shard size, e.g. 64M (default {DEFAULT_SHARD_BYTES // 2**20}M)")
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it holds prepared data (anything else in it is never deleted)")
+    m = sub.add_parser("mixed", help="write a corpus of mixed bytes (prose, code, speech, images, PDF, "
+                       "compressed, random, degenerate), made here with nothing downloaded",
+                       description="Write one folder per kind of file into --out (see blt.data.mixed); a kind whose "
+                                   "tool is missing is skipped with a line saying so. With --prepare, also prepare "
+                                   "them as `blt data prepare` would.")
+    m.add_argument("--out", required=True, metavar="FILES", help="folder for the files (new, empty, or an earlier "
+                   "build's, whose kinds are replaced)")
+    m.add_argument("--prepare", metavar="DIR", help="then prepare the files into DIR (see --force)")
+    m.add_argument("--files-per-kind", type=int, default=DEFAULT_FILES_PER_KIND,
+                   help=f"files of each kind (default {DEFAULT_FILES_PER_KIND})")
+    m.add_argument("--kinds", nargs="+", choices=KINDS, metavar="KIND", default=list(KINDS),
+                   help=f"the kinds to write (default: all of {', '.join(KINDS)})")
+    m.add_argument("--seed", type=int, default=0, help="seed of the files and of the split (default 0)")
+    m.add_argument("--val-fraction", type=float, default=MIXED_VAL_FRACTION,
+                   help=f"with --prepare: expected fraction of documents for validation (default {MIXED_VAL_FRACTION})")
+    m.add_argument("--force", action="store_true", help="with --prepare: replace DIR if it holds prepared data")
     i = sub.add_parser("info", help="documents, bytes, shards and byte statistics of a prepared directory")
     i.add_argument("dir", metavar="DIR")
     i.add_argument("--no-verify", action="store_true", help="skip checking the sha256 of every shard")
@@ -56,7 +74,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "prepare":
         return _prepare(args)
+    if args.data_command == "mixed":
+        return _mixed(args)
     return _info(args)
+
+
+def _mixed(args: argparse.Namespace) -> int:
+    report = build_mixed(args.out, files_per_kind=args.files_per_kind, seed=args.seed, kinds=tuple(args.kinds))
+    total = sum(report.bytes.values())
+    print(f"wrote {sum(report.files.values())} files, {_human(total)} ({total:,} bytes) of {len(report.files)} kinds "
+          f"into {_show_path(args.out)}" + (f"; skipped {', '.join(report.skipped)}" if report.skipped else ""))
+    for note in report.notes:
+        print(f"  note: {note}")
+    if not report.files:
+        raise DataError("no kind could be written")
+    if args.prepare is None:
+        print(f"next: blt data prepare {_show_path(args.out)} --out DIR --val-fraction {args.val_fraction:g}")
+        return 0
+    args.sources, args.out, args.shard_bytes = [args.out], args.prepare, DEFAULT_SHARD_BYTES
+    return _prepare(args)
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -11,6 +11,12 @@ per-byte entropies of every document of a prepared data directory and stores the
 them instead of running the entropy model in the loop. It shows progress in bytes/s, can be interrupted
 and rerun to finish, and reuses finished work.
 
+`blt patch --stats FILE... --entropy-model RUN [--json OUT.json]` instead prints one line per file: bytes,
+patches, bytes per patch, global steps per KB, the file's share of all the bytes and of all the patches (the
+global model's compute), the entropy model's bits per byte, and gzip -9 / xz -9 bits per byte of the same
+bytes (`blt.patching.file_stats`). One patching rule serves every file: the threshold given, the BLT run's, or
+one calibrated on all the files together.
+
 `blt patch --entropy-model RUN --curve OUT.png [FILE | --text TEXT | --data DIR]` instead plots how the
 mean patch size grows with the threshold of global and monotonic patching, on the input or on a sample
 of DIR's validation rows, with the thresholds that give mean patch sizes of 4.5, 6 and 8 bytes; the
@@ -20,9 +26,11 @@ numbers go to OUT.json beside it (`blt.patching.calibration.patch_size_curves`).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -38,6 +46,7 @@ from blt.patching import (
     lengths_from_start_mask,
 )
 from blt.patching.calibration import calibration_sample, patch_size_curves, threshold_for_input
+from blt.patching.file_stats import file_stats, format_table, shares
 from blt.patching.precompute import DEFAULT_BATCH_SIZE, precompute_entropies
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
@@ -58,7 +67,11 @@ CURVE_ROWS = 64  # rows of the entropy model's training length that --curve --da
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="?", type=Path, metavar="FILE", help="file to patch ('-' reads standard input)")
+    p.add_argument("file", nargs="*", type=Path, metavar="FILE",
+                   help="file to patch ('-' reads standard input); with --stats, any number of files")
+    p.add_argument("--stats", action="store_true",
+                   help="instead, a table of patches, compute share and bits per byte for each FILE")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="with --stats: also write the table's numbers here")
     p.add_argument("--text", help="patch this text instead of a file")
     p.add_argument("--data", type=Path, metavar="DIR",
                    help="instead, precompute per-byte entropies beside a prepared data directory's shards, "
@@ -98,24 +111,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_input(args: argparse.Namespace) -> tuple[bytes, str]:
     """The bytes to patch and a name for them."""
-    if args.file is not None and args.text is not None:
+    if args.file and args.text is not None:
         raise BLTError("give either FILE or --text, not both")
+    if len(args.file) > 1:
+        raise BLTError(f"give one FILE to show ({len(args.file)} given); --stats takes several")
     if args.text is not None:
         data, name = args.text.encode("utf-8", errors="surrogateescape"), "--text"
-    elif args.file is None:
+    elif not args.file:
         raise BLTError("nothing to patch: give a FILE, --text TEXT, or --data DIR")
-    elif str(args.file) == "-":
-        data, name = sys.stdin.buffer.read(), "standard input"
     else:
-        path: Path = args.file
-        if path.is_dir():
-            raise BLTError(f"{path} is a directory; give a file to patch (or --data DIR for a prepared data directory)")
-        if not path.exists():
-            raise BLTError(f"{path} does not exist")
-        data, name = path.read_bytes(), str(path)
+        data, name = read_file(args.file[0])
     if not data:
         raise BLTError(f"{name} is empty: there is nothing to patch (BOS alone is a patch of its own)")
     return data, name
+
+
+def read_file(path: Path) -> tuple[bytes, str]:
+    """A file's bytes and its name ('-': standard input)."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read(), "standard input"
+    if path.is_dir():
+        raise BLTError(f"{path} is a directory; give a file to patch (or --data DIR for a prepared data directory)")
+    if not path.exists():
+        raise BLTError(f"{path} does not exist")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as err:
+        raise BLTError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def load_entropy_model(run_dir: Path) -> tuple[EntropyModel, PatchingConfig | None]:
@@ -205,7 +227,7 @@ def choose_device(args: argparse.Namespace) -> torch.device:
 
 def precompute(args: argparse.Namespace) -> int:
     """``--data DIR``: store the entropy model's per-byte entropies of DIR's documents beside its shards."""
-    shown_only = {"FILE": args.file, "--text": args.text, "--threshold": args.threshold,
+    shown_only = {"FILE": args.file or None, "--text": args.text, "--stats": args.stats or None, "--json": args.json, "--threshold": args.threshold,
                   "--target-patch-size": args.target_patch_size, "--relative-threshold": args.relative_threshold,
                   "--mode": args.mode, "--max-patch-length": args.max_patch_length, "--patch-size": args.patch_size,
                   "--png": args.png, "--html": args.html}
@@ -234,7 +256,8 @@ def curve(args: argparse.Namespace) -> int:
     """``--curve OUT.png``: the mean patch size against the threshold, on the input or on --data's rows."""
     options = {"--threshold": args.threshold, "--target-patch-size": args.target_patch_size,
                "--relative-threshold": args.relative_threshold, "--mode": args.mode, "--patch-size": args.patch_size,
-               "--png": args.png, "--html": args.html, "--batch-size": args.batch_size}
+               "--png": args.png, "--html": args.html, "--batch-size": args.batch_size,
+               "--stats": args.stats or None, "--json": args.json}
     given = [flag for flag, value in options.items() if value is not None]
     if given:
         raise BLTError(f"{given[0]} does not go with --curve: the curve sweeps the thresholds of the global and "
@@ -242,7 +265,7 @@ def curve(args: argparse.Namespace) -> int:
     if args.curve.suffix.lower() != ".png":
         raise BLTError(f"--curve {args.curve} must name a .png file (the numbers go to a .json beside it)")
     check_output_file(args.curve, "--curve", make_parents=True)
-    if args.data is not None and (args.file is not None or args.text is not None):
+    if args.data is not None and (args.file or args.text is not None):
         raise BLTError("give one sample for --curve: FILE, --text or --data, not several")
     check_options(args)
     device = choose_device(args)
@@ -272,13 +295,60 @@ def curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def file_table(args: argparse.Namespace) -> int:
+    """``--stats FILE...``: per file, its patches, share of the global model's compute and bits per byte."""
+    given = [flag for flag, value in {"--text": args.text, "--png": args.png, "--html": args.html}.items()
+             if value is not None]
+    if given:
+        raise BLTError(f"{given[0]} does not go with --stats, which takes FILE arguments and prints a table")
+    if not args.file:
+        raise BLTError("--stats needs one or more FILE arguments")
+    check_options(args)
+    if sum(str(f) == "-" for f in args.file) > 1:
+        raise BLTError("standard input ('-') can be given once")
+    check_output_file(args.json, "--json")
+    files = [read_file(path) for path in args.file]
+    empty = [name for data, name in files if not data]
+    if empty:
+        raise BLTError(f"{empty[0]} is empty: there is nothing to patch")
+    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    device = choose_device(args)
+    entropy_model = entropy_model.to(device)
+    measured = []
+    for data, _ in files:
+        entropies, surprisals = entropy_model.entropies_and_surprisals(encode(data).to(device))
+        measured.append((entropies.cpu(), surprisals.cpu()))
+    config, description = choose_patching(args, run_patching, torch.cat([e for e, _ in measured]))
+    patcher = Patcher(config, entropy_model.cpu())
+    rows = []
+    for (data, name), (entropies, surprisals) in zip(files, measured):
+        start_mask = patcher.start_mask(encode(data)[None], entropies[None])[0]
+        rows.append(file_stats(name, data, entropies, surprisals, start_mask))
+    together = f" (one rule for all {len(files)} files)" if len(files) > 1 else ""
+    print(f"{description}{together}".replace("on this input", "on all the files together"))
+    print(f"entropy model: {args.entropy_model}")
+    print()
+    print(format_table(rows))
+    if args.json is not None:
+        record = {"patching": description, "entropy_model": str(args.entropy_model), "config": asdict(config),
+                  "files": [{**r.to_dict(), **s} for r, s in zip(rows, shares(rows))]}
+        print(f"wrote {atomic_write_bytes(args.json, (json.dumps(record, indent=2) + chr(10)).encode('utf-8'))}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.curve is not None:
         return curve(args)
     if args.data is not None:
         return precompute(args)
-    if args.batch_size is not None or args.device is not None:
-        raise BLTError("--batch-size and --device are for --data DIR (precomputing entropies)")
+    if args.batch_size is not None:
+        raise BLTError("--batch-size is for --data DIR (precomputing entropies)")
+    if args.stats:
+        return file_table(args)
+    if args.json is not None:
+        raise BLTError("--json goes with --stats")
+    if args.device is not None:
+        raise BLTError("--device is for --data DIR, --curve and --stats")
     check_options(args)
     check_output_file(args.png, "--png")
     check_output_file(args.html, "--html")

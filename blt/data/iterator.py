@@ -30,7 +30,7 @@ its extra BOS, the value stored just before the row's first byte (that byte's pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -105,8 +105,10 @@ class _Packer:
     With ``entropies`` (of the same split) it also cuts the entropy row of each row of ids.
     """
 
-    def __init__(self, split: Split, seq_len: int, seed: int | None, entropies: SplitEntropies | None = None) -> None:
+    def __init__(self, split: Split, seq_len: int, seed: int | None, entropies: SplitEntropies | None = None,
+                 documents: np.ndarray | None = None) -> None:
         self.split, self.seq_len, self.seed, self.entropies = split, seq_len, seed, entropies
+        self.documents = documents  # seed None: the documents of the pass, in this order (None: all of them)
         self._orders: dict[int, np.ndarray] = {}
         self.epoch = 0
         self.order = self._order(0)
@@ -115,7 +117,7 @@ class _Packer:
 
     def _order(self, epoch: int) -> np.ndarray:
         if self.seed is None:
-            return np.arange(len(self.split))
+            return np.arange(len(self.split)) if self.documents is None else self.documents
         if epoch not in self._orders:  # the last two: shuffled rows seek within an epoch and into the next
             self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
             self._orders[epoch] = epoch_order(len(self.split), self.seed, epoch)
@@ -342,9 +344,11 @@ class ByteBatchIterator:
 
 def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, split: str = "val",
                        world_size: int = 1, rank: int = 0, entropies: PrecomputedEntropies | None = None,
+                       documents: Sequence[int] | None = None,
                        ) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """One deterministic pass over ``split`` in stored order, as ``LongTensor[batch_size // world_size, seq_len]``
-    (with ``entropies``: ``(ids, entropies)`` pairs, as `ByteBatchIterator`).
+    (with ``entropies``: ``(ids, entropies)`` pairs, as `ByteBatchIterator`). ``documents``: only these
+    documents of the split (indices, in the order given), e.g. the files of one kind.
 
     The last row is padded with PAD_ID and rows after it are ``[BOS, PAD, ...]``, so every rank gets the
     same number of full-shape batches; `blt.model.next_byte_loss` ignores PAD (and BOS) targets.
@@ -353,8 +357,16 @@ def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, spl
     calls this before its first step.
     """
     _check_shape(seq_len, batch_size, world_size, rank)
-    documents = _nonempty_split(data, split)
-    packer = _Packer(documents, seq_len, None, _split_entropies(data, split, entropies))
+    whole = _nonempty_split(data, split)
+    chosen = None
+    if documents is not None:
+        chosen = np.asarray(documents, dtype=np.int64).reshape(-1)
+        if len(chosen) == 0:
+            raise DataError(f"no documents of split {split!r} of {data.path} were chosen to evaluate")
+        if chosen.min() < 0 or chosen.max() >= len(whole):
+            raise DataError(f"document {int(chosen.max() if chosen.max() >= len(whole) else chosen.min())} is outside "
+                            f"split {split!r} of {data.path} ({len(whole)} documents)")
+    packer = _Packer(whole, seq_len, None, _split_entropies(data, split, entropies), chosen)
     return _validation_pass(packer, seq_len, batch_size, world_size, rank)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -88,7 +88,7 @@ def stored_entropies(run: Run, data: PreparedData, log: Callable[[str], None] = 
 @torch.no_grad()
 def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8, max_batches: int | None = None,
                  split: str = "val", *, precomputed: bool = True, precision: str | None = None,
-                 log: Callable[[str], None] = _stderr) -> EvalResult:
+                 log: Callable[[str], None] = _stderr, documents: Sequence[int] | None = None) -> EvalResult:
     """One deterministic pass over ``split`` (or its first ``max_batches`` batches).
 
     A BLT run patched by an entropy model places its patches by the entropies precomputed for that model
@@ -103,6 +103,8 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     ``precision`` (default: the run's training precision, `run_precision`) is "fp32" or "bf16"; under "bf16"
     the model runs under bf16 autocast as `Trainer.evaluate` runs it, while patch boundaries are still
     decided in fp32 (as `blt.train.objectives.BLTObjective` decides them).
+
+    ``documents`` (indices into the split) scores only those documents, packed as the whole pass packs them.
     """
     if seq_len < 2 or batch_size < 1 or (max_batches is not None and max_batches < 1):
         raise BLTError(f"evaluation needs seq_len >= 2, batch_size >= 1 and max_batches >= 1 or None; got {seq_len}, "
@@ -114,7 +116,7 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     stored = stored_entropies(run, data, log, split) if precomputed else None
     # Rows past the split's end are [BOS, PAD, ...] and count nothing: a batch larger than the pass is no different.
     batch_size = min(batch_size, rows_needed(data, split, seq_len))
-    it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored)
+    it = validation_batches(data, seq_len, batch_size, split=split, entropies=stored, documents=documents)
     loss_sum, targets, sequences, positions, patches_after_bos, patches, data_bytes = 0.0, 0, 0, 0, 0, 0, 0
     token_targets = 0
     for i, batch in enumerate(it):

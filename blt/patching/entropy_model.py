@@ -76,6 +76,23 @@ class EntropyModel(CausalLM):
         hundredths of a nat, so a byte whose entropy is that close to the threshold lands on the other side
         of it: patch boundaries may move slightly (measurements in benchmarks/README.md).
         """
+        return self._per_position(ids, chunk_len, batch_size, dtype, surprisals=False)[0]
+
+    @torch.no_grad()
+    def entropies_and_surprisals(
+        self,
+        ids: torch.Tensor,
+        chunk_len: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`entropies`, and from the same pass the surprisal of each next id, ``-log p_i(ids[i + 1])`` in
+        nats (the model's loss on it; NaN at the last position, which has no next id). Both float32, shaped
+        like ``ids``."""
+        return self._per_position(ids, chunk_len, batch_size, dtype, surprisals=True)
+
+    def _per_position(self, ids: torch.Tensor, chunk_len: int | None, batch_size: int, dtype: torch.dtype, *,
+                      surprisals: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         squeeze = ids.dim() == 1
         ids = ids[None] if squeeze else ids
         if ids.dim() != 2:
@@ -85,13 +102,20 @@ class EntropyModel(CausalLM):
         if batch_size < 1 or (chunk_len is not None and chunk_len < 1):
             raise ValueError(f"batch_size and chunk_len must be >= 1, got {batch_size} and {chunk_len}")
         out = torch.empty(ids.shape, dtype=torch.float32, device=ids.device)
+        nll = torch.full(ids.shape, float("nan"), dtype=torch.float32, device=ids.device) if surprisals else None
         with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for r in range(0, ids.shape[0], batch_size):
                 rows = ids[r : r + batch_size]
-                out[r : r + batch_size] = self._entropies_of_rows(rows, chunk_len or self.default_chunk_len(len(rows)))
-        return out[0] if squeeze else out
+                self._entropies_of_rows(rows, chunk_len or self.default_chunk_len(len(rows)), out[r : r + batch_size],
+                                        nll[r : r + batch_size] if nll is not None else None)
+        if squeeze:
+            return out[0], nll[0] if nll is not None else None
+        return out, nll
 
-    def _entropies_of_rows(self, ids: torch.Tensor, chunk_len: int) -> torch.Tensor:
+    def _entropies_of_rows(self, ids: torch.Tensor, chunk_len: int, out: torch.Tensor,
+                           nll: torch.Tensor | None) -> None:
+        """Fill ``out`` (B, T) with the entropies of ``ids`` (B, T), and ``nll`` (when given) with the
+        surprisal of each next id (its last column left as it is)."""
         B, T = ids.shape
         doc_ids = document_ids(ids)
         window = self.cfg.window
@@ -101,7 +125,6 @@ class EntropyModel(CausalLM):
         # A chunk whose keys all lie in one document (in every row) needs only the causal sliding-window
         # mask, the same for every row and for every chunk of its shape: built once, broadcast over rows.
         one_document_masks: dict[tuple[int, int], torch.Tensor] = {}
-        out = torch.empty(B, T, dtype=torch.float32, device=ids.device)
         for start in range(0, T, chunk_len):
             end = min(T, start + chunk_len)
             past = start if window is None else min(start, window - 1)  # what the caches hold
@@ -114,7 +137,10 @@ class EntropyModel(CausalLM):
                 mask = one_document_masks[shape]
             logits = self.forward_chunk(ids[:, start:end], start, doc_ids[:, start:end], caches, key_doc_ids, mask)
             out[:, start:end] = entropy_from_logits(logits)
+            if nll is not None:
+                stop = min(end, T - 1)  # position T - 1 has no next id
+                logp = F.log_softmax(logits[:, : stop - start].float(), dim=-1)
+                nll[:, start:stop] = -logp.gather(-1, ids[:, start + 1 : stop + 1, None])[..., 0]
             if window is not None:
                 for cache in caches:
                     cache.keep_last(min(window - 1, end))
-        return out

@@ -101,3 +101,31 @@ def plot_char_report(report: dict, path: Path, choices: int) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_entropy_traces(panels: list[dict[str, Any]], threshold: float, out_png: Path) -> Path:
+    """One row per excerpt: each byte's entropy (bits) with the patch starts and the threshold, for showing
+    how patching follows different kinds of bytes. A panel is ``{"title", "entropies" (nats, one per byte),
+    "starts" (bool, one per byte)}``."""
+    if not panels:
+        raise ValueError("no excerpts to plot")
+    for panel in panels:
+        if len(panel["entropies"]) != len(panel["starts"]) or not len(panel["entropies"]):
+            raise ValueError(f"{panel['title']}: {len(panel['entropies'])} entropies and {len(panel['starts'])} "
+                             "starts; expected one of each per byte")
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 1.55 * len(panels) + 0.6), sharex=True, squeeze=False)
+    bits = 1 / np.log(2)
+    for ax, panel in zip(axes[:, 0], panels):
+        h = np.asarray(panel["entropies"], dtype=np.float64) * bits
+        starts = np.flatnonzero(np.asarray(panel["starts"], dtype=bool))
+        ax.vlines(starts, 0, 1, transform=ax.get_xaxis_transform(), colors="0.75", linewidths=0.7)
+        ax.plot(np.arange(len(h)), h, lw=0.9, color="tab:blue")
+        ax.axhline(threshold * bits, color="tab:red", lw=0.9, ls="--")
+        ax.set_ylim(0, 8.2)
+        ax.set_yticks([0, 4, 8])
+        ax.set_ylabel("bits", fontsize=8)
+        ax.set_title(panel["title"], fontsize=9, loc="left")
+        ax.grid(alpha=0.25, axis="y")
+    axes[-1, 0].set_xlabel("byte in the excerpt (grey: a patch starts; dashed red: the threshold)")
+    return _save_png(plt, fig, out_png)

@@ -3,7 +3,10 @@ written, and every bad input is one clear line with exit code 2."""
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
+import lzma
 import math
 import re
 import shutil
@@ -18,6 +21,7 @@ from blt.cli import main
 from blt.config import BLTConfig, EntropyModelConfig, PatchingConfig
 from blt.patching import (
     EntropyModel,
+    entropy_from_logits,
     lengths_from_start_mask,
     patch_lengths_from_entropies,
     start_mask_space,
@@ -194,5 +198,86 @@ def test_bad_input_is_one_clear_line(capsys, entropy_run, tmp_path, case, messag
         "data": ("--data", tmp_path, *run),
     }[case]
     code, out, err = patch(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("blt patch: error: ") and err.count("\n") == 1 and message in err
+
+
+def stats_rows(out: str) -> dict[str, list[str]]:
+    """The --stats table's lines by file name (the first column), cells split on runs of spaces."""
+    rows = {}
+    for line in out.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 10 and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_stats_table_gives_each_file_its_patches_share_and_bits(capsys, entropy_run, model, tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    files = {"prose.txt": (TEXT * 40).encode(), "spaces.txt": b" " * 3000,
+             "noise.bin": bytes(torch.randint(0, 256, (2500,), generator=rng).tolist())}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [tmp_path / name for name in files]
+    code, out, err = patch(capsys, "--stats", *paths, "--entropy-model", entropy_run, "--threshold", 2.0,
+                           "--json", tmp_path / "stats.json")
+    assert code == 0, err
+    assert out.startswith("entropy patching, θ_g = 2 nats (given) (one rule for all 3 files)")
+    rows = stats_rows(out)
+    record = json.loads((tmp_path / "stats.json").read_text())
+    assert [f["name"] for f in record["files"]] == [str(p) for p in paths]
+    for path, f in zip(paths, record["files"]):
+        data = path.read_bytes()
+        ids = encode(data)
+        with torch.no_grad():
+            logits = model(ids[None])[0]
+        entropies = entropy_from_logits(logits)
+        nll = -torch.log_softmax(logits[:-1], -1).gather(-1, ids[1:, None])[:, 0]
+        lengths = patch_lengths_from_entropies(entropies[None], 2.0)[0]
+        patches = int((lengths[1:] > 0).sum())  # BOS's own patch is not the file's
+        assert f["bytes"] == len(data) and f["patches"] == patches
+        assert f["model_bits_per_byte"] == pytest.approx(float(nll.sum()) / len(data) / math.log(2), rel=1e-4)
+        assert f["gzip_bits_per_byte"] == pytest.approx(8 * len(gzip.compress(data, 9, mtime=0)) / len(data))
+        assert f["xz_bits_per_byte"] == pytest.approx(8 * len(lzma.compress(data, preset=9)) / len(data))
+        assert rows[str(path)][1:3] == [f"{len(data):,}", f"{patches:,}"]
+    assert sum(f["compute_share"] for f in record["files"]) == pytest.approx(1)
+    assert sum(f["bytes_share"] for f in record["files"]) == pytest.approx(1)
+    spaces = record["files"][1]
+    assert spaces["gzip_bits_per_byte"] < 0.2 and record["files"][2]["xz_bits_per_byte"] > 7.9
+    assert rows["all 3 files"][1] == f"{sum(len(d) for d in files.values()):,}"
+
+
+def test_stats_calibrates_one_threshold_on_all_the_files_together(capsys, entropy_run, tmp_path):
+    (tmp_path / "a.txt").write_bytes((TEXT * 30).encode())
+    (tmp_path / "b.txt").write_bytes((TEXT[::-1] * 30).encode())
+    code, out, _ = patch(capsys, "--stats", tmp_path / "a.txt", tmp_path / "b.txt", "--entropy-model", entropy_run,
+                         "--target-patch-size", 6)
+    assert code == 0 and "calibrated on all the files together to a mean patch size of 6 bytes" in out
+    total = stats_rows(out)["all 2 files"]
+    assert float(total[3]) == pytest.approx(6, rel=0.05)
+
+
+def test_stats_with_a_cap_splits_a_long_run_of_spaces(capsys, entropy_run, tmp_path):
+    (tmp_path / "spaces.txt").write_bytes(b" " * 10_000)
+    code, out, _ = patch(capsys, "--stats", tmp_path / "spaces.txt", "--entropy-model", entropy_run,
+                         "--threshold", 50, "--max-patch-length", 16)
+    assert code == 0 and stats_rows(out)[str(tmp_path / "spaces.txt")][2] == "625"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--stats",), "--stats needs one or more FILE arguments"),
+    (("--stats", "A", "--png", "x.png"), "--png does not go with --stats"),
+    (("--stats", "A", "-", "-"), "standard input ('-') can be given once"),
+    (("--stats", "EMPTY"), "is empty: there is nothing to patch"),
+    (("A", "A"), "give one FILE to show (2 given); --stats takes several"),
+    (("A", "--json", "x.json"), "--json goes with --stats"),
+    (("--stats", "A", "--data", "D"), "FILE does not go with --data"),
+])
+def test_stats_bad_input_is_one_clear_line(capsys, entropy_run, tmp_path, argv, message):
+    (tmp_path / "a.txt").write_bytes(TEXT.encode())
+    (tmp_path / "empty.txt").write_bytes(b"")
+    names = {"A": tmp_path / "a.txt", "EMPTY": tmp_path / "empty.txt", "D": tmp_path, "x.png": tmp_path / "x.png",
+             "x.json": tmp_path / "x.json"}
+    code, out, err = patch(capsys, *[names.get(a, a) for a in argv], "--entropy-model", entropy_run)
     assert code == 2 and out == ""
     assert err.startswith("blt patch: error: ") and err.count("\n") == 1 and message in err

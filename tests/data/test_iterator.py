@@ -187,6 +187,18 @@ def test_validation_is_one_deterministic_pass_in_stored_order_padded_at_the_end(
         assert len(sharded) == len(whole) and all(torch.equal(s, w[rank::2]) for s, w in zip(sharded, whole))
 
 
+def test_validation_of_chosen_documents_packs_only_them_in_the_order_given(packed):
+    split = packed.split("train")
+    chosen = [7, 2, 11]
+    rows = torch.cat(list(validation_batches(packed, 16, 2, split="train", documents=chosen))).numpy()
+    expected = stream_of(split, np.array(chosen))
+    assert assert_packed(rows, expected) == len(expected)
+    assert set(np.unique(rows[rows >= OFFSET]) - OFFSET) == {10 + int(split.document_name(i)[-2:]) for i in chosen}
+    for bad, message in (([], "no documents"), ([len(split)], "outside"), ([-1], "outside")):
+        with pytest.raises(DataError, match=message):
+            validation_batches(packed, 16, 2, split="train", documents=bad)
+
+
 def test_binary_document_with_every_byte_value_round_trips_through_the_iterator(tmp_path, prepare_dir):
     data = prepare_dir([write_tree(tmp_path / "c", {"all.bin": ALL_BYTES})], val_fraction=0.0)
     row = next(ByteBatchIterator(data, "train", 258, 1, 0))[0]

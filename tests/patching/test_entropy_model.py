@@ -29,6 +29,20 @@ def test_chunked_entropies_equal_one_full_pass(model):
     torch.testing.assert_close(model.entropies(ids[2]), full[2], atol=1e-5, rtol=0)
 
 
+def test_surprisals_are_the_loss_on_each_next_id_from_the_same_chunked_pass(model):
+    ids = random_ids(3, 100, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model(ids)
+    full = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    for chunk_len in (1, 9, 37, 100):
+        entropies, surprisals = model.entropies_and_surprisals(ids, chunk_len=chunk_len, batch_size=2)
+        torch.testing.assert_close(entropies, model.entropies(ids, chunk_len=chunk_len, batch_size=2), atol=0, rtol=0)
+        torch.testing.assert_close(surprisals[:, :-1], full, atol=1e-5, rtol=0)
+        assert surprisals[:, -1].isnan().all()
+    one = model.entropies_and_surprisals(ids[1])
+    torch.testing.assert_close(one[1][:-1], full[1], atol=1e-5, rtol=0)
+
+
 def test_rows_never_see_each_other(model):
     """The reference's context-bleeding bug: here a row's entropies don't depend on the other rows."""
     gen = torch.Generator().manual_seed(1)
