@@ -63,6 +63,7 @@ from blt.viz import (
 
 SHOWN_MODES = ("entropy", "monotonic", "combined", "space", "static", "byte")
 DEFAULT_TARGET_PATCH_SIZE = 4.5
+SHOW_BYTES = 8192  # bytes shown in the terminal by default (a binary file shows about 4 characters a byte)
 CURVE_ROWS = 64  # rows of the entropy model's training length that --curve --data measures on
 
 
@@ -99,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "BLT run's, else 4)")
     p.add_argument("--width", type=int, default=100,
                    help="wrap the shown text at this many columns (default: %(default)s)")
+    p.add_argument("--show-bytes", type=int, default=SHOW_BYTES, metavar="N",
+                   help="show the first N bytes in the terminal, 0 for all (default: %(default)s)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
                    help="shade bytes by entropy: auto = when stdout is a terminal and NO_COLOR is unset")
     p.add_argument("--png", type=Path, metavar="OUT.png", help="also plot the entropies and patch starts here")
@@ -164,7 +167,8 @@ def check_options(args: argparse.Namespace) -> None:
     _finite("--relative-threshold", args.relative_threshold)
     _finite("--target-patch-size", args.target_patch_size, at_least=1)
     for flag, value, least in (("--max-patch-length", args.max_patch_length, 1), ("--patch-size", args.patch_size, 1),
-                               ("--width", args.width, 20), ("--plot-bytes", args.plot_bytes, 2)):
+                               ("--width", args.width, 20), ("--plot-bytes", args.plot_bytes, 2),
+                               ("--show-bytes", args.show_bytes, 0)):
         if value is not None and value < least:
             raise BLTError(f"{flag} must be at least {least}, got {value}")
 
@@ -367,8 +371,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: {description}")
     print(f"entropy model: {args.entropy_model}")
     print()
-    print(render_terminal(data, byte_entropies, byte_starts, shown_threshold, color=use_color(args.color),
-                          width=args.width, truecolor=os.environ.get("COLORTERM") in ("truecolor", "24bit")))
+    shown = len(data) if args.show_bytes == 0 else min(len(data), args.show_bytes)
+    print(render_terminal(data[:shown], byte_entropies[:shown], byte_starts[:shown], shown_threshold,
+                          color=use_color(args.color), width=args.width,
+                          truecolor=os.environ.get("COLORTERM") in ("truecolor", "24bit")))
+    if shown < len(data):
+        print(f"(the first {shown:,} of {len(data):,} bytes; the statistics below are of all of them; "
+              "--show-bytes 0 shows every byte)")
     print()
     print(format_stats(stats))
     if args.png is not None:

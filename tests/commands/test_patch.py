@@ -281,3 +281,15 @@ def test_stats_bad_input_is_one_clear_line(capsys, entropy_run, tmp_path, argv, 
     code, out, err = patch(capsys, *[names.get(a, a) for a in argv], "--entropy-model", entropy_run)
     assert code == 2 and out == ""
     assert err.startswith("blt patch: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_a_long_file_shows_its_first_bytes_and_counts_all_of_them(capsys, entropy_run, tmp_path):
+    data = bytes(range(256)) * 40  # 10,240 bytes of every value
+    (tmp_path / "all.bin").write_bytes(data)
+    code, out, _ = patch(capsys, tmp_path / "all.bin", "--entropy-model", entropy_run, "--show-bytes", 300,
+                         "--color", "never")
+    assert code == 0 and "(the first 300 of 10,240 bytes; the statistics below are of all of them" in out
+    assert stat(out, "bytes") == 10_240
+    code, whole, _ = patch(capsys, tmp_path / "all.bin", "--entropy-model", entropy_run, "--show-bytes", 0,
+                           "--color", "never")
+    assert code == 0 and "the first" not in whole and len(whole) > 10 * len(out) / 2
