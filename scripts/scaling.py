@@ -2,7 +2,7 @@
 
     python scripts/scaling.py --data data_cache/default --entropy-model runs/scaling/entropy
 
-Three phases, each a set of `blt compare` runs under ``--runs`` (default ``runs/scaling``):
+Four phases, each a set of `blt compare` runs under ``--runs`` (default ``runs/scaling``):
 
 1. ``sweep``: at the smallest budget, every family (BLT at patch sizes 6 and 8, BPE, bytes) at every
    learning rate of ``--lrs``. A family's learning rate is the one with the lowest mean validation bits per
@@ -10,7 +10,10 @@ Three phases, each a set of `blt compare` runs under ``--runs`` (default ``runs/
 2. ``seeds``: at the smallest budget, each family at its learning rate with ``train.seed`` 1, so the table
    can say which differences are larger than seed noise (seed 0 is the sweep's run). The seed sets the
    initialisation, the row order and the BPE tokenizer's sample.
-3. ``budgets``: the larger budgets, each family at its learning rate, seed 0.
+3. ``ablations``: at the smallest budget, BLT at 8 bytes per patch (seed 0, BLT's learning rate) with one
+   thing the paper ablated changed (`ABLATIONS`): no hash n-gram embeddings, and the three local layers
+   split 2 encoder / 1 decoder instead of 1 / 2. Their baseline is the sweep's BLT-p8 run.
+4. ``budgets``: the larger budgets, each family at its learning rate, seed 0.
 
 Every member warms up for the same share of its own steps (``--warmup-fraction``). All of it resumes:
 run the same command again and finished runs are skipped, unfinished ones continue from their newest
@@ -41,6 +44,11 @@ FAMILIES = {"blt": {"patch_sizes": (6.0, 8.0), "baselines": ()},
             "bpe": {"patch_sizes": (), "baselines": ("bpe",)},
             "byte": {"patch_sizes": (), "baselines": ("byte",)}}
 SEEDS = (0, 1)
+ABLATION_PATCH_SIZE = 8.0
+ABLATIONS = {  # name -> `--set blt.KEY=V` overrides of the BLT members, and what the paper found
+    "no-hash": (["hash.num_functions=0"], "hash n-gram embeddings help"),
+    "encoder-2-decoder-1": (["encoder.n_layers=2", "decoder.n_layers=1"], "a light encoder and a deeper decoder win"),
+}
 
 
 def run_dir(runs: Path, budget: float, family: str, lr: float, seed: int) -> Path:
@@ -48,11 +56,16 @@ def run_dir(runs: Path, budget: float, family: str, lr: float, seed: int) -> Pat
 
 
 def options(args, budget: float, family: str, lr: float, seed: int) -> CompareOptions:
+    if family.startswith("ablation-"):
+        shape = {"patch_sizes": (ABLATION_PATCH_SIZE,), "baselines": (),
+                 "blt_overrides": list(ABLATIONS[family.removeprefix("ablation-")][0])}
+    else:
+        shape = FAMILIES[family]
     return CompareOptions(
         data=args.data, out=run_dir(args.runs, budget, family, lr, seed), entropy_model=args.entropy_model,
         budget=budget, preset=args.preset, precision=args.precision, evals=args.evals,
         warmup_fraction=args.warmup_fraction, train_overrides=[f"lr={lr:g}", f"seed={seed}"],
-        progress=not args.quiet, **FAMILIES[family])
+        progress=not args.quiet, **shape)
 
 
 def kept_path(results: Path, budget: float, family: str, lr: float, seed: int) -> Path:
@@ -124,6 +137,8 @@ def collect(args) -> list[dict]:
     for budget_name, name in sorted(names):
         budget = float(budget_name.removeprefix("budget-"))
         family, lr, seed = name.split("-lr")[0], float(name.split("-lr")[1].split("-seed")[0]), int(name.split("-seed")[1])
+        if family not in FAMILIES:  # an ablation: see `ablation_rows`
+            continue
         done = finished(args, budget, family, lr, seed)
         if done is not None:
             for m in done["members"]:
@@ -131,6 +146,23 @@ def collect(args) -> list[dict]:
                              "preset": done["settings"]["preset"], "precision": done["settings"]["precision"],
                              "bytes_per_step": done["bytes_per_step"], **m})
     return rows
+
+
+def ablation_rows(args, lrs: dict[str, float] | None) -> list[dict]:
+    """The finished ablations, each with its baseline (the sweep's BLT member at the same patch size)."""
+    if not lrs:
+        return []
+    smallest = min(args.budgets)
+    base = finished(args, smallest, "blt", lrs["blt"], 0)
+    if base is None:
+        return []
+    reference = next(m for m in base["members"] if m["target_patch_size"] == ABLATION_PATCH_SIZE)
+    rows = [{"variant": "baseline (1 encoder / 2 decoder layers, hash n-grams)", "found": "", **reference}]
+    for name, (overrides, found) in ABLATIONS.items():
+        done = finished(args, smallest, f"ablation-{name}", lrs["blt"], 0)
+        if done is not None:
+            rows.append({"variant": name, "overrides": overrides, "found": found, **done["members"][0]})
+    return rows if len(rows) > 1 else []
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -177,7 +209,8 @@ def report(args, lrs: dict[str, float] | None) -> None:
                            "lrs": args.lrs, "extend": [list(e) for e in args.extend], "warmup_fraction": args.warmup_fraction, "data": str(args.data),
                            "entropy_model": str(args.entropy_model)},
               "chosen_lrs": lrs, "gaps": gap_rows, "gap_trend": trend(gap_rows),
-              "members": [{k: v for k, v in r.items()} for r in rows]}
+              "members": [{k: v for k, v in r.items()} for r in rows],
+              "ablations": ablation_rows(args, lrs)}
     atomic_write_text(args.results / "scaling.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(args.results / "scaling.md", markdown(record) + "\n")
     if main:
@@ -238,6 +271,18 @@ def markdown(record: dict) -> str:
             cross = f"{t['crossing_flops']:.1e} FLOPs" if t["crossing_flops"] else "nowhere (the gap does not shrink toward zero)"
             lines += ["", f"Gap fitted as a line in log10(FLOPs): {t['slope_per_decade']:+.3f} bits/byte per decade; "
                           f"it would reach zero at {cross}."]
+    ablations = record.get("ablations") or []
+    if ablations:
+        base = ablations[0]
+        lines += ["", f"**Ablations** at {smallest:.0e} FLOPs: BLT at {ABLATION_PATCH_SIZE:g} bytes per patch, "
+                      f"lr {lrs['blt']:g}, seed 0, one change each", "",
+                  "| variant | val BPB | vs baseline | params (non-emb / hash) | train FLOPs/byte | steps | paper |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in ablations:
+            delta = "" if r is base else f"{r['val_bpb'] - base['val_bpb']:+.3f}"
+            lines.append(f"| {r['variant']} | {r['val_bpb']:.3f} | {delta} | {r['parameters']['non_embedding'] / 1e6:.2f}M / "
+                         f"{r['parameters']['hash_embedding'] / 1e6:.2f}M | {r['train_flops_per_byte'] / 1e6:.2f}M | "
+                         f"{r['steps']:,} | {r['found']} |")
     return "\n".join(lines)
 
 
@@ -303,7 +348,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument("--evals", type=int, default=5)
-    p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets"], default=["sweep", "seeds", "budgets"])
+    p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets", "ablations"],
+                   default=["sweep", "seeds", "budgets", "ablations"])
     p.add_argument("--report", action="store_true", help="only rewrite the results from the finished runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -325,10 +371,12 @@ def main(argv=None) -> int:
         work = []
         if "seeds" in args.phases:
             work += [(smallest, family, seed) for seed in SEEDS[1:] for family in FAMILIES]
+        if "ablations" in args.phases:
+            work += [(smallest, f"ablation-{name}", 0) for name in ABLATIONS]
         if "budgets" in args.phases:
             work += [(budget, family, 0) for budget in sorted(args.budgets) if budget != smallest for family in FAMILIES]
         for budget, family, seed in work:
-            run_compare(args, budget, family, lrs[family], seed)
+            run_compare(args, budget, family, lrs["blt" if family.startswith("ablation-") else family], seed)
             report(args, lrs)
     report(args, chosen_lrs(args))
     return 0
