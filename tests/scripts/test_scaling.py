@@ -48,3 +48,24 @@ def test_a_finished_run_directory_is_kept_and_then_found_without_it(tmp_path):
     assert scaling.finished(args, 1e14, "bpe", 4e-3, 0) is None
     rows = scaling.collect(args)
     assert [(r["budget"], r["family"], r["lr"], r["seed"], r["val_bpb"]) for r in rows] == [(3e13, "bpe", 4e-3, 0, 2.1)]
+
+
+def test_an_ablation_is_reported_against_the_sweeps_blt_member_and_kept_out_of_the_families(tmp_path):
+    scaling = _scaling()
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "scaling" / "comparisons", results / "comparisons")
+    committed = json.loads((ROOT / "results" / "scaling" / "scaling.json").read_text())
+    lr = committed["chosen_lrs"]["blt"]
+    base = next(m for m in committed["members"] if m["family"] == "blt" and m["lr"] == lr and m["seed"] == 0
+                and m["budget"] == 1e13 and m["target_patch_size"] == 8.0)
+    member = {k: base[k] for k in ("name", "kind", "target_patch_size", "parameters", "train_flops_per_byte", "steps")}
+    member["val_bpb"] = base["val_bpb"] + 0.1
+    path = scaling.kept_path(results, 1e13, "ablation-no-hash", lr, 0)
+    path.write_text(json.dumps({"settings": {"budget": 1e13, "preset": "paper-xs", "precision": "bf16"},
+                                "bytes_per_step": 8192, "members": [member]}))
+    assert scaling.main(["--report", "--results", str(results), "--runs", str(tmp_path / "no-runs")]) == 0
+    rebuilt = json.loads((results / "scaling.json").read_text())
+    assert rebuilt["members"] == committed["members"]  # the ablation is not one of the families' members
+    assert [r["variant"] for r in rebuilt["ablations"]][1:] == ["no-hash"]
+    table = (results / "scaling.md").read_text()
+    assert f"| no-hash | {member['val_bpb']:.3f} | +0.100 |" in table and "hash n-gram embeddings help" in table
