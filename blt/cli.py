@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "validation bits-per-byte of a trained run"),
     "eval-char": ("eval_char", "character-level (CUTE-style) tasks and noisy-input robustness, against a baseline"),
     "finetune": ("finetune", "train a run briefly on the train split of the character-level tasks"),
+    "byteify": ("byteify", "turn a trained token model (ours or a transformers Llama) into a BLT, in two stages"),
     "flops": ("flops", "FLOPs per byte and parameter counts of a config"),
     "convert": ("convert", "convert transformers BltForCausalLM and reference bytelatent checkpoints to runs, and runs to transformers"),
     "compare": ("compare", "train BLT at patch sizes 4.5, 6, 8 and the BPE and byte baselines at one FLOP budget; table and plot"),

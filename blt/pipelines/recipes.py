@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,7 +296,8 @@ def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyM
 
 def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
               log=print, tokenizer_file: Path | None = None,
-              bpe_vocab_size: int = PATCHING_BPE_VOCAB_SIZE) -> TrainResult:
+              bpe_vocab_size: int = PATCHING_BPE_VOCAB_SIZE,
+              init_model: Callable[[ByteLatentTransformer], None] | None = None) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
 
     ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
@@ -307,6 +309,9 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     BPE patching (mode "bpe") places patches at the token starts of a byte-level BPE: the one saved in
     ``tokenizer_file`` (e.g. a `blt train-baseline --kind bpe` run's ``tokenizer.json``), or one of
     ``bpe_vocab_size`` tokens learned from the training split. It is saved in the run as ``tokenizer.json``.
+
+    ``init_model`` changes the freshly initialised model before training (e.g. loads trained weights into
+    part of it, as `blt byteify` does); a resumed run's checkpoint then replaces them as usual.
     """
     device = resolve_device(opts.device)
     world = init_distributed(device)
@@ -358,7 +363,10 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         world.barrier()
     # every process patches with the saved file, so all of them patch alike
     tokenizer = BPETokenizer.load(opts.out / TOKENIZER_FILE) if cfg.patching.mode == "bpe" else None
-    model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed).to(device)
+    model = ByteLatentTransformer(cfg).init_weights(seed=tcfg.seed)
+    if init_model is not None:
+        init_model(model)
+    model = model.to(device)
     objective = BLTObjective(model, Patcher(cfg.patching, entropy_model, tokenizer))
     trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
     return trainer.fit(resume=opts.resume)

@@ -35,8 +35,16 @@ class TrainConfig(_JsonConfig):
     log_every: int = 10  # steps between log lines / metrics records
     seed: int = 0  # model init, data order
     row_order: Literal["shuffled", "stream"] = "shuffled"  # an epoch's rows shuffled, or one after another
+    freeze: tuple[str, ...] = ()  # parameters whose names start with one of these are not trained
+    lr_scaled: tuple[str, ...] = ()  # parameters whose names start with one of these train at lr x lr_scale
+    lr_scale: float = 1.0
 
     def __post_init__(self):
+        object.__setattr__(self, "freeze", tuple(self.freeze))
+        object.__setattr__(self, "lr_scaled", tuple(self.lr_scaled))
+        _require(all(isinstance(x, str) and x for x in self.freeze + self.lr_scaled),
+                 "train.freeze and train.lr_scaled must be lists of parameter-name prefixes")
+        _require(math.isfinite(self.lr_scale) and self.lr_scale > 0, f"train.lr_scale must be > 0, not {self.lr_scale}")
         _require(self.steps >= 1 and self.batch_size >= 1 and self.grad_accum >= 1, "steps, batch_size, grad_accum must be >= 1")
         _require(self.seq_len >= 2, "train.seq_len must be >= 2")
         _require(self.lr > 0 and 0 <= self.min_lr_ratio <= 1, "train.lr must be > 0 and min_lr_ratio in [0, 1]")

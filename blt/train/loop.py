@@ -87,14 +87,38 @@ class TrainResult:
         return f"{what}: {done}{self.step} steps{val} -> {self.run_dir}"
 
 
+def freeze_parameters(model: nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Stop training the parameters whose names start with one of ``prefixes``; returns how many tensors.
+    A prefix that names no parameter is a `ConfigError`."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ConfigError(f"train.freeze: no parameter name starts with {prefix!r}")
+    frozen = 0
+    for name, p in model.named_parameters():
+        if name.startswith(prefixes):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    """AdamW over the trainable parameters: weight decay on matrices only, and those named by
+    ``cfg.lr_scaled`` in groups of their own whose ``lr_scale`` the schedule multiplies (`Trainer.train_step`)."""
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         is_matrix = p.dim() >= 2 and "embedding" not in name
-        (decay if is_matrix else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scaled = bool(cfg.lr_scaled) and name.startswith(cfg.lr_scaled)
+        buckets.setdefault((scaled, is_matrix), []).append(p)
+    if cfg.lr_scaled and not any(scaled for scaled, _ in buckets):
+        raise ConfigError(f"train.lr_scaled: no trainable parameter name starts with one of {list(cfg.lr_scaled)}")
+    groups = [{"params": buckets.get((False, True), []), "weight_decay": cfg.weight_decay},
+              {"params": buckets.get((False, False), []), "weight_decay": 0.0}]
+    if cfg.lr_scaled:
+        groups += [{"params": buckets.get((True, True), []), "weight_decay": cfg.weight_decay, "lr_scale": cfg.lr_scale},
+                   {"params": buckets.get((True, False), []), "weight_decay": 0.0, "lr_scale": cfg.lr_scale}]
     # fused: one kernel per parameter group instead of a dozen foreach passes over every tensor, several
     # times faster on CPU (benchmarks/README.md)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
@@ -129,6 +153,7 @@ class Trainer:
             )
         self.micro_batch = cfg.batch_size // (self.world.size * cfg.grad_accum)
         self.model = objective.model
+        freeze_parameters(self.model, cfg.freeze)  # before DDP, which then leaves the frozen ones alone
         self.device = next(self.model.parameters()).device  # where the caller put the model
         self.wrapped = self.model
         self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
@@ -238,7 +263,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr_at(self.step)
+            group["lr"] = cfg.lr_at(self.step) * group.get("lr_scale", 1.0)
         micro = self._micro_batches(next(self.train_iter))  # this rank's rows of the global batch
         # Normalise by the global number of targets so accumulation and DDP equal one big batch.
         local_targets = sum(count_targets(ids) for ids, *_ in micro)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -72,3 +74,115 @@ def test_what_is_not_a_token_model_is_refused(tmp_path, entropy_run):
         read_token_source(tmp_path)
     with pytest.raises(BLTError, match="token-model"):
         read_token_source(entropy_run)
+
+
+# --- the two stages -----------------------------------------------------------------------------------
+
+LOCAL_SET = ["encoder.dim=32", "encoder.n_heads=2", "decoder.dim=32", "decoder.n_heads=2", "hash.rows=97",
+             "max_seq_len=64"]
+
+
+def byteify_cli(capsys, *argv) -> tuple[int, str, str]:
+    from blt.cli import main
+
+    try:
+        code = main(["byteify", *map(str, argv)])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def bpe_source(text_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bpe-source") / "bpe"
+    train_token_model(RunOptions(data=text_data.path, out=out, model_overrides=["dim=32", "n_layers=2", "n_heads=2"],
+                                 train_overrides=MICRO_TRAIN_SET, steps=4, progress=False), "bpe", vocab_size=300)
+    return out
+
+
+def stage_argv(source, data, out, *extra):
+    sets = [a for item in LOCAL_SET + [f"train.{t}" for t in MICRO_TRAIN_SET] for a in ("--set", item)]
+    return (source, "--data", data, "--out", out, "--preset", "tiny", "--stage1-steps", 3, "--stage2-steps", 2,
+            "--quiet", *sets, *extra)
+
+
+def test_byteify_trains_stage_one_frozen_then_stage_two_with_a_slower_global_model(capsys, bpe_source, text_data,
+                                                                                   tmp_path):
+    from blt.run import load
+
+    code, out, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, tmp_path / "byteified"))
+    assert code == 0, err
+    assert f"-> {tmp_path / 'byteified' / 'stage2'}" in out
+    source = read_token_source(bpe_source)
+    stage1, stage2 = load(tmp_path / "byteified" / "stage1"), load(tmp_path / "byteified" / "stage2")
+    assert stage1.config.patching.mode == "bpe" and stage2.config.patching.mode == "bpe"
+    for name, tensor in source.blocks.items():  # frozen in stage 1: still the source's
+        assert torch.equal(stage1.model.global_model.transformer.state_dict()[name], tensor), name
+    moved = [n for n, t in source.blocks.items() if not torch.equal(stage2.model.global_model.transformer.state_dict()[n], t)]
+    assert moved  # trained in stage 2
+    fresh = byteify(source, BLTConfig.preset("tiny").with_overrides(LOCAL_SET), seed=0)
+    assert not torch.equal(stage1.model.byte_embedding.weight, fresh.byte_embedding.weight)
+    train2 = stage2.info["train"]
+    assert train2["lr_scaled"] == ["global_model."] and train2["lr_scale"] == 0.1 and stage1.info["train"]["freeze"] == ["global_model."]
+    record = json.loads((tmp_path / "byteified" / "byteify.json").read_text())
+    assert set(record["stages"]) == {"stage1", "stage2"} and record["stages"]["stage1"]["steps"] == 3
+
+    code, out, _ = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, tmp_path / "byteified"), "--resume")
+    assert code == 0 and "stage 1," not in out  # both finished: nothing trains again
+
+
+def test_a_frozen_prefix_is_not_trained_and_a_scaled_one_follows_its_share_of_the_schedule(text_data, tmp_path):
+    from blt.config import PatchingConfig
+    from blt.model.byte_latent import ByteLatentTransformer
+    from blt.patching import Patcher
+    from blt.train import TrainConfig, Trainer
+    from blt.train.objectives import BLTObjective
+
+    cfg = BLTConfig.preset("tiny").with_overrides(LOCAL_SET + ["global_model.dim=32", "global_model.n_layers=1",
+                                                               "global_model.n_heads=2"])
+    model = ByteLatentTransformer(cfg).init_weights(seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tcfg = TrainConfig(steps=2, batch_size=4, seq_len=64, warmup_steps=0, eval_every=0, checkpoint_every=0,
+                       freeze=("global_model.",))
+    trainer = Trainer(BLTObjective(model, Patcher(PatchingConfig(mode="static", patch_size=4))), text_data, tcfg,
+                      tmp_path / "frozen", progress=False)
+    trainer.train_step()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) == n.startswith("global_model."), n
+
+    model = ByteLatentTransformer(cfg).init_weights(seed=0)
+    tcfg = tcfg.replace(freeze=(), lr_scaled=("global_model.",), lr_scale=0.25)
+    trainer = Trainer(BLTObjective(model, Patcher(PatchingConfig(mode="static", patch_size=4))), text_data, tcfg,
+                      tmp_path / "scaled", progress=False)
+    trainer.train_step()
+    scaled = {id(p) for n, p in model.named_parameters() if n.startswith("global_model.")}
+    for group in trainer.optimizer.param_groups:
+        expected = tcfg.lr_at(0) * (0.25 if {id(p) for p in group["params"]} <= scaled and group["params"] else 1.0)
+        assert group["lr"] == pytest.approx(expected)
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a token model", "is neither a blt token-model run"),
+    ("global override", "--set global_model.*: the global model is the source's blocks"),
+    ("llama without tokenizer", "needs its BPE tokenizer; pass --tokenizer FILE"),
+    ("entropy in stage 1", "argument --patching: invalid choice: 'entropy'"),
+    ("stage 2 entropy without model", "--stage2-patching entropy needs --entropy-model RUN"),
+    ("bad freeze", "train.freeze: no parameter name starts with 'nothing.'"),
+])
+def test_bad_input_is_one_line(capsys, bpe_source, text_data, tmp_path, case, message):
+    llama = tmp_path / "llama"
+    if case == "llama without tokenizer":
+        cfg = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                       intermediate_size=48, vocab_size=300)
+        transformers.LlamaForCausalLM(cfg).save_pretrained(llama, safe_serialization=True)
+        capsys.readouterr()  # transformers' own progress bar
+    source = {"not a token model": tmp_path, "llama without tokenizer": llama}.get(case, bpe_source)
+    extra = {"global override": ("--set", "global_model.n_layers=3"), "entropy in stage 1": ("--patching", "entropy"),
+             "stage 2 entropy without model": ("--stage2-patching", "entropy"),
+             "bad freeze": ("--set", "train.freeze=[\"nothing.\"]")}.get(case, ())
+    argv = stage_argv(source, text_data.path, tmp_path / "out", *extra)
+    code, out, err = byteify_cli(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("blt byteify: error: ") and err.count("\n") == 1 and message in err
