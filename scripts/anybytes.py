@@ -126,8 +126,9 @@ def traces(args, data: PreparedData, blt_run) -> tuple[list[dict], float]:
         b = min(len(doc), a + TRACE_BYTES)
         shown = starts[1:][a:b]
         name = val.document_name(i).decode("utf-8", "replace")
-        panels.append({"title": f"{kind}: bytes {a:,}-{b:,} of {name} ({len(doc):,} bytes); "
-                                f"{(b - a) / max(int(shown.sum()), 1):.1f} bytes per patch here",
+        starts_here = int(shown.sum())
+        density = f"{(b - a) / starts_here:.1f} bytes per patch here" if starts_here else "no patch starts here"
+        panels.append({"title": f"{kind}: bytes {a:,}-{b:,} of {name} ({len(doc):,} bytes); {density}",
                        "entropies": entropies[:-1][a:b].tolist(), "starts": shown.tolist(), "kind": kind, "file": name})
     return panels, float(blt_run.config.patching.threshold)
 
@@ -198,17 +199,17 @@ def markdown(record: dict) -> str:
     c = record["corner_cases"]
     sp = c["spaces"]
     lines += ["", "Corner cases, under the same patching:", "",
-              f"- **10,000 spaces**: {sp['patches']:,} patch(es); with `max_patch_length` {sp['cap']}, "
+              f"- **10,000 spaces**: {sp['patches']:,} patch{'es' if sp['patches'] != 1 else ''}; with `max_patch_length` {sp['cap']}, "
               f"{sp['patches_capped']:,} ({sp['bytes'] / max(sp['patches_capped'], 1):.1f} bytes each)."]
     if "wav_silence" in c:
         w = c["wav_silence"]
-        lines.append(f"- **A WAV with {w['silence_bytes']:,} bytes of silence inside** (samples within ±{SILENCE_LEVEL}) (`{Path(w['file']).name}`): "
-                     f"{w['silence_patches']:,} patches in the silence "
-                     f"({w['silence_bytes'] / max(w['silence_patches'], 1):.1f} bytes each), {w['other_patches']:,} in "
-                     f"its other {w['other_bytes']:,} bytes ({w['other_bytes'] / max(w['other_patches'], 1):.1f} bytes each).")
+        lines.append(f"- **A WAV with {w['silence_bytes']:,} bytes of silence inside** (`{Path(w['file']).name}`, samples "
+                     f"within ±{SILENCE_LEVEL}): {w['silence_patches']:,} patches start in the silence, "
+                     f"{w['other_patches']:,} in its other {w['other_bytes']:,} bytes "
+                     f"({w['other_bytes'] / max(w['other_patches'], 1):.1f} bytes each).")
     if "gzip_member" in c:
         g = c["gzip_member"]
-        parts = "; ".join(f"{name}: {p['patches']:,} patches, {p['bytes'] / max(p['patches'], 1):.2f} bytes each, "
+        parts = "; ".join(f"{name}: {p['patches']:,} patch starts, {p['bytes'] / max(p['patches'], 1):.2f} bytes each, "
                           f"mean entropy {p['mean_entropy_bits']:.2f} bits" for name, p in g["parts"].items())
         lines.append(f"- **A gzip member** ({g['bytes']:,} bytes): {parts}.")
     return "\n".join(lines)

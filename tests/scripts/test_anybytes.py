@@ -45,4 +45,4 @@ def test_the_report_reads_its_numbers_from_the_record():
               "corner_cases": {"spaces": {"bytes": 10_000, "patches": 1, "cap": 16, "patches_capped": 625}}}
     text = anybytes.markdown(record)
     assert "| gzip | 3 | 9,000 | 8.010 | 8.020 | 8.030 | 8.050 | 1.10 | 931 | 10.0% | 30.0% | 3.00 |" in text
-    assert "| pdf | 0 |" in text and "**10,000 spaces**: 1 patch(es); with `max_patch_length` 16, 625" in text
+    assert "| pdf | 0 |" in text and "**10,000 spaces**: 1 patch; with `max_patch_length` 16, 625" in text

@@ -66,6 +66,6 @@ def test_an_ablation_is_reported_against_the_sweeps_blt_member_and_kept_out_of_t
     assert scaling.main(["--report", "--results", str(results), "--runs", str(tmp_path / "no-runs")]) == 0
     rebuilt = json.loads((results / "scaling.json").read_text())
     assert rebuilt["members"] == committed["members"]  # the ablation is not one of the families' members
-    assert [r["variant"] for r in rebuilt["ablations"]][1:] == ["no-hash"]
+    assert "no-hash" in [r["variant"] for r in rebuilt["ablations"]][1:]
     table = (results / "scaling.md").read_text()
     assert f"| no-hash | {member['val_bpb']:.3f} | +0.100 |" in table and "hash n-gram embeddings help" in table
