@@ -350,6 +350,8 @@ def main(argv=None) -> int:
     p.add_argument("--evals", type=int, default=5)
     p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets", "ablations"],
                    default=["sweep", "seeds", "budgets", "ablations"])
+    p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                   help="with the budgets phase: only these families' runs (default: all)")
     p.add_argument("--report", action="store_true", help="only rewrite the results from the finished runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -374,7 +376,8 @@ def main(argv=None) -> int:
         if "ablations" in args.phases:
             work += [(smallest, f"ablation-{name}", 0) for name in ABLATIONS]
         if "budgets" in args.phases:
-            work += [(budget, family, 0) for budget in sorted(args.budgets) if budget != smallest for family in FAMILIES]
+            work += [(budget, family, 0) for budget in sorted(args.budgets) if budget != smallest for family in FAMILIES
+                     if family in args.families]
         for budget, family, seed in work:
             run_compare(args, budget, family, lrs["blt" if family.startswith("ablation-") else family], seed)
             report(args, lrs)
