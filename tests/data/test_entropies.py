@@ -297,7 +297,7 @@ def test_the_command_precomputes_then_reuses(capsys, data, model, entropy_run):
     ("with --text", "--text does not go with --data: --data only precomputes entropies for training"),
     ("with --threshold", "--threshold does not go with --data"),
     ("zero batch size", "--batch-size must be at least 1, got 0"),
-    ("batch size without --data", "--batch-size and --device are for --data DIR"),
+    ("batch size without --data", "--batch-size is for --data DIR"),
     ("bad device", "device must be auto, cpu, cuda or cuda:N, not 'nowhere'"),
 ])
 def test_bad_input_is_one_clear_line(capsys, data, entropy_run, tmp_path, case, message):
