@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from tests.helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _anybytes():
-    spec = importlib.util.spec_from_file_location("anybytes_script", ROOT / "scripts" / "anybytes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_silence_is_the_longest_run_of_near_zero_samples_even_when_dithered():
-    anybytes = _anybytes()
+    anybytes = load_script("anybytes")
     rng = np.random.default_rng(0)
     loud = lambda n: rng.integers(-9000, 9000, n)  # noqa: E731
     samples = np.concatenate([loud(800), rng.integers(-3, 4, 2400), loud(500), np.zeros(300, int), loud(100)])
@@ -37,7 +31,7 @@ def test_silence_is_the_longest_run_of_near_zero_samples_even_when_dithered():
 
 
 def test_the_report_reads_its_numbers_from_the_record():
-    anybytes = _anybytes()
+    anybytes = load_script("anybytes")
     kind = {"kind": "gzip", "files": 3, "bytes": 9000, "blt_bpb": 8.01, "entropy_model_bpb": 8.02, "gzip_bpb": 8.03,
             "xz_bpb": 8.05, "bytes_per_patch": 1.1, "global_steps_per_kb": 931.0, "bytes_share": 0.1, "compute_share": 0.3}
     record = {"settings": {"patch_size": 3.3, "entropy_steps": 10, "steps": 5}, "threshold": 5.5,

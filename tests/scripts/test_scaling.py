@@ -3,23 +3,17 @@ directories rebuilds the same report and does not run a kept comparison again.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
+from tests.helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _scaling():
-    spec = importlib.util.spec_from_file_location("scaling_script", ROOT / "scripts" / "scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_report_is_rebuilt_from_the_kept_comparisons(tmp_path):
-    scaling = _scaling()
+    scaling = load_script("scaling")
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "scaling" / "comparisons", results / "comparisons")
     assert scaling.main(["--report", "--results", str(results), "--runs", str(tmp_path / "no-runs")]) == 0
@@ -31,7 +25,7 @@ def test_report_is_rebuilt_from_the_kept_comparisons(tmp_path):
 
 
 def test_a_finished_run_directory_is_kept_and_then_found_without_it(tmp_path):
-    scaling = _scaling()
+    scaling = load_script("scaling")
     args = scaling.argparse.Namespace(results=tmp_path / "results", runs=tmp_path / "runs")
     out = scaling.run_dir(args.runs, 3e13, "bpe", 4e-3, 0)
     out.mkdir(parents=True)
@@ -51,7 +45,7 @@ def test_a_finished_run_directory_is_kept_and_then_found_without_it(tmp_path):
 
 
 def test_an_ablation_is_reported_against_the_sweeps_blt_member_and_kept_out_of_the_families(tmp_path):
-    scaling = _scaling()
+    scaling = load_script("scaling")
     results = tmp_path / "results"
     shutil.copytree(ROOT / "results" / "scaling" / "comparisons", results / "comparisons")
     committed = json.loads((ROOT / "results" / "scaling" / "scaling.json").read_text())
