@@ -231,7 +231,8 @@ def choose_device(args: argparse.Namespace) -> torch.device:
 
 def precompute(args: argparse.Namespace) -> int:
     """``--data DIR``: store the entropy model's per-byte entropies of DIR's documents beside its shards."""
-    shown_only = {"FILE": args.file or None, "--text": args.text, "--stats": args.stats or None, "--json": args.json, "--threshold": args.threshold,
+    shown_only = {"FILE": args.file or None, "--text": args.text, "--stats": args.stats or None, "--json": args.json,
+                  "--threshold": args.threshold,
                   "--target-patch-size": args.target_patch_size, "--relative-threshold": args.relative_threshold,
                   "--mode": args.mode, "--max-patch-length": args.max_patch_length, "--patch-size": args.patch_size,
                   "--png": args.png, "--html": args.html}

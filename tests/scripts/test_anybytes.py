@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import io
 import wave
-from pathlib import Path
-
 import numpy as np
 
 from tests.helpers import load_script
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_silence_is_the_longest_run_of_near_zero_samples_even_when_dithered():
     anybytes = load_script("anybytes")
