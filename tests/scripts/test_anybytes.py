@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import wave
+
 import numpy as np
 
 from tests.helpers import load_script
+
 
 def test_silence_is_the_longest_run_of_near_zero_samples_even_when_dithered():
     anybytes = load_script("anybytes")
