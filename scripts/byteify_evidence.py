@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     per_step = blt_cost(cfg, bytes_per_token, read_run_config(args.source)["train"]["seq_len"]).training * bytes_per_step
     record["settings"]["byteified_train_flops_per_byte"] = per_step / bytes_per_step
     for fraction in args.fractions:
-        out = args.runs / f"f{fraction:g}"
+        out = args.runs / (f"f{fraction:g}" + (f"-s{args.stage1_share:g}" if args.stage1_share != 0.5 else ""))
         total = max(2, int(fraction * flops / per_step))
         s1 = max(1, round(total * args.stage1_share))
         s2 = total - s1
