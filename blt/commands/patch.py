@@ -329,8 +329,10 @@ def file_table(args: argparse.Namespace) -> int:
     for (data, name), (entropies, surprisals) in zip(files, measured):
         start_mask = patcher.start_mask(encode(data)[None], entropies[None])[0]
         rows.append(file_stats(name, data, entropies, surprisals, start_mask))
-    together = f" (one rule for all {len(files)} files)" if len(files) > 1 else ""
-    print(f"{description}{together}".replace("on this input", "on all the files together"))
+    if len(files) > 1:
+        description = description.replace("on this input", "on all the files together")
+        description += f" (one rule for all {len(files)} files)"
+    print(description)
     print(f"entropy model: {args.entropy_model}")
     print()
     print(format_table(rows))
