@@ -39,7 +39,7 @@ from blt.commands._paths import check_output_file
 from blt.config import BLTConfig, PatchingConfig
 from blt.data import PreparedData
 from blt.errors import BLTError, CheckpointError
-from blt.fileio import atomic_write_bytes
+from blt.fileio import atomic_write_bytes, atomic_write_text
 from blt.patching import (
     EntropyModel,
     Patcher,
@@ -319,16 +319,15 @@ def file_table(args: argparse.Namespace) -> int:
     entropy_model, run_patching = load_entropy_model(args.entropy_model)
     device = choose_device(args)
     entropy_model = entropy_model.to(device)
-    measured = []
+    measured = []  # (ids, entropies, surprisals) of each file, on the CPU
     for data, _ in files:
-        entropies, surprisals = entropy_model.entropies_and_surprisals(encode(data).to(device))
-        measured.append((entropies.cpu(), surprisals.cpu()))
-    config, description = choose_patching(args, run_patching, torch.cat([e for e, _ in measured]))
+        ids = encode(data)
+        entropies, surprisals = entropy_model.entropies_and_surprisals(ids.to(device))
+        measured.append((ids, entropies.cpu(), surprisals.cpu()))
+    config, description = choose_patching(args, run_patching, torch.cat([e for _, e, _ in measured]))
     patcher = Patcher(config, entropy_model.cpu())
-    rows = []
-    for (data, name), (entropies, surprisals) in zip(files, measured):
-        start_mask = patcher.start_mask(encode(data)[None], entropies[None])[0]
-        rows.append(file_stats(name, data, entropies, surprisals, start_mask))
+    rows = [file_stats(name, data, entropies, surprisals, patcher.start_mask(ids[None], entropies[None])[0])
+            for (data, name), (ids, entropies, surprisals) in zip(files, measured)]
     if len(files) > 1:
         description = description.replace("on this input", "on all the files together")
         description += f" (one rule for all {len(files)} files)"
@@ -339,7 +338,8 @@ def file_table(args: argparse.Namespace) -> int:
     if args.json is not None:
         record = {"patching": description, "entropy_model": str(args.entropy_model), "config": asdict(config),
                   "files": [{**r.to_dict(), **s} for r, s in zip(rows, shares(rows))]}
-        print(f"wrote {atomic_write_bytes(args.json, (json.dumps(record, indent=2) + chr(10)).encode('utf-8'))}")
+        path = atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path}")
     return 0
 
 

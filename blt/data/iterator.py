@@ -363,9 +363,10 @@ def validation_batches(data: PreparedData, seq_len: int, batch_size: int, *, spl
         chosen = np.asarray(documents, dtype=np.int64).reshape(-1)
         if len(chosen) == 0:
             raise DataError(f"no documents of split {split!r} of {data.path} were chosen to evaluate")
-        if chosen.min() < 0 or chosen.max() >= len(whole):
-            raise DataError(f"document {int(chosen.max() if chosen.max() >= len(whole) else chosen.min())} is outside "
-                            f"split {split!r} of {data.path} ({len(whole)} documents)")
+        outside = chosen[(chosen < 0) | (chosen >= len(whole))]
+        if len(outside):
+            raise DataError(f"document {int(outside[0])} is outside split {split!r} of {data.path} "
+                            f"({len(whole)} documents)")
     packer = _Packer(whole, seq_len, None, _split_entropies(data, split, entropies), chosen)
     return _validation_pass(packer, seq_len, batch_size, world_size, rank)
 

@@ -114,7 +114,6 @@ def global_overrides(config: TokenModelConfig) -> list[str]:
 
 
 GLOBAL_PREFIX = "global_model."  # the global transformer's parameter names
-STAGES = ("stage1", "stage2")
 
 
 @dataclass
