@@ -18,6 +18,7 @@ import torch
 
 from blt.bench.common import machine_info, matmul_peak, torch_threads
 from blt.bench.generation import format_generation_result, run_generation_case
+from blt.bench.length import format_length_result, run_length_case
 from blt.bench.model import ModelCase, format_model_result, run_model_case
 from blt.bench.patching import PatchingCase, format_patching_result, run_patching_case
 from blt.bench.training import TrainingCase, format_training_result, run_training_case
@@ -41,6 +42,12 @@ class Suite:
     generation_new_bytes: tuple[int, ...] = ()  # lengths the generation case generates (`blt.bench.generation`)
     generation_calibration_bytes: int = 512  # greedy bytes the generation case calibrates its θ on
     device: str = "cpu"  # where the model, patching and training cases and the matmul peaks run ("cuda", "cuda:N")
+    length_preset: str | None = None  # the preset of the length case (`blt.bench.length`); None: no length case
+    length_seq_lens: tuple[int, ...] = (1024, 4096, 16384)  # bytes per training row
+    length_contexts: tuple[int, ...] = (256, 2048, 16384)  # bytes of context before generating
+    length_new_bytes: int = 32  # bytes generated (and timed) after each context
+    length_patch_size: int = 6  # the BLT's patch size at every length
+    length_iterations: int = 3  # timed training steps per length and model (after one untimed)
 
     def __post_init__(self):
         unknown = sorted(set(self.precisions) - set(PRECISIONS))
@@ -59,7 +66,7 @@ def _quick_suite() -> Suite:
     ), training_cases=(
         TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=1, iterations=3),
         TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=1, iterations=3),
-    ), generation_new_bytes=(64, 512))
+    ), generation_new_bytes=(64, 512), length_preset="tiny")
 
 
 def _full_suite() -> Suite:
@@ -74,7 +81,7 @@ def _full_suite() -> Suite:
     ), training_cases=(
         TrainingCase("tiny", BLTConfig.preset("tiny"), batch_size=4, seq_len=512, patch_size=5, warmup=2, iterations=8),
         TrainingCase("small", BLTConfig.preset("small"), batch_size=4, seq_len=1024, patch_size=5, warmup=2, iterations=8),
-    ), generation_new_bytes=(64, 256, 512, 1024))
+    ), generation_new_bytes=(64, 256, 512, 1024), length_preset="small", length_new_bytes=64, length_iterations=5)
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"quick": _quick_suite, "full": _full_suite}
@@ -100,6 +107,7 @@ CASES: dict[str, BenchCase] = {
     "patching": BenchCase(run_patching_case, format_patching_result),
     "training": BenchCase(run_training_case, format_training_result),
     "generation": BenchCase(run_generation_case, format_generation_result),
+    "length": BenchCase(run_length_case, format_length_result),
 }
 
 

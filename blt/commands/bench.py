@@ -25,10 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "bytes/s, fraction of peak and peak memory per step, with --against-hf next to "
                         "transformers' BltForCausalLM on the same weights and patches. generation: bytes/s of the "
                         "cached engine against our full recompute and, with --against-hf, transformers' "
-                        "generate(use_cache=False)")
+                        "generate(use_cache=False). length: training-step time and peak memory at 1k, 4k and 16k "
+                        "bytes per row and generation bytes/s after 256, 2k and 16k bytes of context, BLT against the byte "
+                        "baseline")
     p.add_argument("--suite", default="quick", choices=sorted(SUITES),
                    help="quick (a few minutes on 2 idle cores) or full (larger batches, more iterations; default: %(default)s)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the results (with a description of the machine) as JSON here")
+    p.add_argument("--png", type=Path, metavar="PATH",
+                   help="draw the length case's curves (cost against length, BLT and byte baseline) here")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's current setting)")
     add_device_argument(p)
     p.add_argument("--against-hf", action="store_true",
@@ -37,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_file(args.json, "--json", make_parents=True)
+    check_output_file(args.png, "--png", make_parents=True)
     suite = suite_named(args.suite)
     if args.against_hf:
         suite = dataclasses.replace(suite, against_hf=True)
@@ -52,4 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.png and result.get("length"):
+        from blt.viz.plots import plot_length_scaling
+
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        print(f"drew {plot_length_scaling(result['length'], args.png)}")
     return 0

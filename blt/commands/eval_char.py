@@ -28,7 +28,7 @@ from blt.evaluate.char_tasks import (
     make_task_set,
     split_words,
 )
-from blt.evaluate.noise import CHOICES, NOISES, PASSAGE_BYTES, evaluate_noise, passages
+from blt.evaluate.noise import CHOICES, NOISES, PASSAGE_BYTES, degradation, evaluate_noise, passages
 from blt.evaluate.scoring import scorer_for
 from blt.fileio import atomic_write_text
 from blt.pipelines.finetune import WORDS_FILE
@@ -114,13 +114,20 @@ def task_table(report: dict) -> str:
 
 
 def noise_table(report: dict) -> str:
+    """Per noise and model: bits per byte, what the noise adds to them (mean over passages, 95% interval) and
+    the ending-choice accuracy (95% Wilson interval, in percent)."""
     names = list(report["models"])
-    rows = [["noise"] + [f"{n} {m}" for n in names for m in ("bpb", "acc")]]
+    rows = [["noise"] + [f"{n} {m}" for n in names for m in ("bpb", "added", "acc")]]
+    clean = {n: report["models"][n]["noise"][0] for n in names}
     for i, result in enumerate(report["models"][names[0]]["noise"]):
         row = [result["noise"]]
         for n in names:
             r = report["models"][n]["noise"][i]
-            row += [f"{r['bits_per_byte']:.3f}", _pct(r["ranking_accuracy"])]
+            added = "-"
+            if i > 0 and len(r.get("passage_bpb", [])) >= 2:
+                mean, low, high = degradation(clean[n]["passage_bpb"], r["passage_bpb"])
+                added = f"{mean:+.3f} [{low:+.3f},{high:+.3f}]"
+            row += [f"{r['bits_per_byte']:.3f}", added, _pct_interval(r["ranking_accuracy"], r.get("ranking_interval"))]
         rows.append(row)
     return _format(rows)
 
@@ -188,8 +195,9 @@ def run(args: argparse.Namespace) -> int:
               f"accuracy in %, exact = greedy answer, rank = most likely candidate; words: {settings['words']}")
         print(task_table(report))
     if texts:
-        print(f"\nNoise: {len(texts)} passages of {settings['noise_texts']}; bpb of the noised passages, acc = "
-              f"true ending chosen among {CHOICES} after a noised beginning (%, chance {100 / CHOICES:.0f})")
+        print(f"\nNoise: {len(texts)} passages of {settings['noise_texts']}; bpb of the noised passages, added = "
+              f"bits per byte the noise adds (mean over passages, 95% interval), acc = true ending chosen among "
+              f"{CHOICES} after a noised beginning (%, chance {100 / CHOICES:.0f}, 95% interval)")
         print(noise_table(report))
     json_path = args.json or Path(args.run) / "eval_char.json"
     png_path = args.png or Path(args.run) / "eval_char.png"

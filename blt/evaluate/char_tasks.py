@@ -387,16 +387,53 @@ def swap_word(rng, pool: _Pool) -> Question:
                     _wrong(rng, swapped(i, j), plausible, _sentence_misspeller(rng, pool)), tuple(words))
 
 
+NUMBER_FORMS = ("decimal_trap", "integer_part", "integers", "near_digit")
+
+
+def _digits(rng, n: int, lead: bool = True) -> str:
+    """``n`` random digits; with ``lead`` the first is not 0 (unless ``n`` is 1)."""
+    first = str(int(rng.integers(1 if lead and n > 1 else 0, 10)))
+    return first + "".join(str(int(d)) for d in rng.integers(0, 10, n - 1))
+
+
+def _number(rng, int_digits: int, dec_digits: int) -> str:
+    """A number with ``int_digits`` digits before the point (``"0"`` for 0) and ``dec_digits`` after it
+    (none: an integer); a decimal part does not end in 0, so the number is written the shortest way."""
+    whole = "0" if int_digits == 0 else _digits(rng, int_digits)
+    if dec_digits == 0:
+        return whole
+    decimals = _digits(rng, dec_digits, lead=False)[:-1] + str(int(rng.integers(1, 10)))
+    return f"{whole}.{decimals}"
+
+
 def _number_pair(rng) -> tuple[str, str]:
-    """Two different numbers whose order is easy to get wrong by reading digits as text."""
-    kind = int(rng.integers(3))
-    i = int(rng.integers(0, 20))
-    if kind == 0:  # 9.11 vs 9.9, 3.14 vs 3.9, 0.45 vs 0.5: more decimal digits is not a bigger number
-        return f"{i}.{int(rng.integers(1, 10))}", f"{i}.{int(rng.integers(10, 100))}"
-    if kind == 1:  # 12.5 vs 9.75: integer parts decide
-        j = int(rng.integers(0, 20))
-        return f"{i}.{int(rng.integers(1, 10))}", f"{j}.{int(rng.integers(10, 100))}"
-    return str(int(rng.integers(1, 1000))), str(int(rng.integers(1, 1000)))  # 123 vs 99
+    """Two different numbers whose order is easy to get wrong by reading digits as text, from a small
+    grammar over magnitudes (up to 4 digits before the point) and lengths (up to 4 after it):
+
+    - ``decimal_trap``: one integer part, decimal parts of different lengths (9.11 vs 9.9, 0.45 vs 0.5);
+    - ``integer_part``: integer parts of different lengths decide (12.5 vs 9.75);
+    - ``integers``: integers of different lengths (123 vs 99);
+    - ``near_digit``: one length, one digit apart (4.512 vs 4.521, 1307 vs 1037).
+    """
+    form = NUMBER_FORMS[int(rng.integers(len(NUMBER_FORMS)))]
+    if form == "decimal_trap":
+        whole = _number(rng, int(rng.integers(0, 5)), 0)
+        short, long_ = sorted(int(n) for n in rng.choice(np.arange(1, 5), size=2, replace=False))
+        return f"{whole}.{_number(rng, 0, short)[2:]}", f"{whole}.{_number(rng, 0, long_)[2:]}"
+    if form == "integer_part":
+        small, big = sorted(int(n) for n in rng.choice(np.arange(1, 5), size=2, replace=False))
+        return _number(rng, small, int(rng.integers(2, 5))), _number(rng, big, int(rng.integers(1, 3)))
+    if form == "integers":
+        small, big = sorted(int(n) for n in rng.choice(np.arange(1, 6), size=2, replace=False))
+        return _number(rng, big, 0), _number(rng, small, 0)
+    int_digits, dec_digits = int(rng.integers(1, 5)), int(rng.integers(0, 4))
+    a = _number(rng, int_digits, dec_digits)
+    digits = [i for i, c in enumerate(a) if c != "." and i > 0 and i < len(a) - 1]
+    if not digits:
+        return a, str(Decimal(a) + 1)
+    i = digits[int(rng.integers(len(digits)))]
+    b = a[:i] + str((int(a[i]) + int(rng.integers(1, 10))) % 10) + a[i + 1:]
+    return a, b
 
 
 def compare_numbers(rng, pool: _Pool) -> Question:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from blt.errors import BLTError
+from blt.evaluate.char_tasks import wilson_interval
 
 DROP_RATE = 0.1  # the paper drops ~10% of characters
 REPEAT_RATE = 0.2  # and repeats ~20%
@@ -114,6 +115,9 @@ ENDING_FRACTION = 0.25  # the last quarter of a passage is the ending to choose
 CHOICES = 4  # endings per passage: its own and three of other passages
 
 
+Z95 = 1.959964  # two-sided 95% quantile of the normal distribution
+
+
 @dataclass
 class NoiseScore:
     noise: str  # "clean" or a name in `NOISES`
@@ -121,9 +125,41 @@ class NoiseScore:
     bytes: int
     ranking_accuracy: float  # true ending chosen after a noised beginning
     passages: int
+    passage_bpb: list[float] = field(default_factory=list)  # bits per byte of each (noised) passage, in order
+
+    @property
+    def ranking_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of the ranking accuracy."""
+        return wilson_interval(round(self.ranking_accuracy * self.passages), self.passages)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "ranking_interval": list(self.ranking_interval)}
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its 95% interval by the normal approximation
+    (``mean +- z * sd / sqrt(n)``; fair from about 30 values on).
+
+    >>> [round(x, 3) for x in mean_interval([1.0, 2.0, 3.0, 4.0])]
+    [2.5, 1.235, 3.765]
+    """
+    n = len(values)
+    if n < 2:
+        raise BLTError(f"an interval needs at least 2 values, got {n}")
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = z * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def degradation(clean: Sequence[float], noisy: Sequence[float]) -> tuple[float, float, float]:
+    """How many bits per byte a noise adds, passage by passage: `mean_interval` of ``noisy[i] - clean[i]``
+    (per-passage bits per byte, e.g. `NoiseScore.passage_bpb`). Two models measured on the same passages
+    compare by ``degradation`` of their own differences: pass model A's increases as ``noisy`` and B's as
+    ``clean`` to get A's extra degradation over B's."""
+    if len(clean) != len(noisy):
+        raise BLTError(f"need one clean and one noisy value per passage, got {len(clean)} and {len(noisy)}")
+    return mean_interval([b - a for a, b in zip(clean, noisy)])
 
 
 def passages(texts: Iterable[bytes], passage_bytes: int = PASSAGE_BYTES, max_passages: int = 48,
@@ -185,8 +221,9 @@ def evaluate_noise(scorer, texts: Sequence[str], noises: Iterable[str] = tuple(N
         if progress is not None:
             progress(noise)
         data = [_encode(t if noise == "clean" else apply_noise(t, noise, (seed, i))) for i, t in enumerate(texts)]
-        nats = -sum(scorer.logprob([b""] * len(data), data))
-        total = sum(len(d) for d in data)
+        logprobs = scorer.logprob([b""] * len(data), data)
+        nats, total = -sum(logprobs), sum(len(d) for d in data)
+        per_passage = [-lp / max(len(d), 1) / math.log(2) for lp, d in zip(logprobs, data)]
         beginnings = [_encode(b if noise == "clean" else apply_noise(b, noise, (seed, i))) for i, (b, _) in enumerate(split)]
         scores = scorer.logprob([beginnings[i] for i, row in enumerate(choices) for _ in row],
                                 [endings[k] for row in choices for k in row])
@@ -194,5 +231,6 @@ def evaluate_noise(scorer, texts: Sequence[str], noises: Iterable[str] = tuple(N
         for i, row in enumerate(choices):
             gains = [scores[i * CHOICES + j] - prior[k] for j, k in enumerate(row)]
             right += int(np.argmax(gains)) == i % CHOICES
-        results.append(NoiseScore(noise, nats / max(total, 1) / math.log(2), total, right / len(texts), len(texts)))
+        results.append(NoiseScore(noise, nats / max(total, 1) / math.log(2), total, right / len(texts), len(texts),
+                                  per_passage))
     return results

@@ -129,3 +129,65 @@ def plot_entropy_traces(panels: list[dict[str, Any]], threshold: float, out_png:
         ax.grid(alpha=0.25, axis="y")
     axes[-1, 0].set_xlabel("byte in the excerpt (grey: a patch starts; dashed red: the threshold)")
     return _save_png(plt, fig, out_png)
+
+
+def plot_task_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], out_png: Path,
+                     metric: str = "exact_match", interval: str = "exact_match_interval") -> Path:
+    """Held-out accuracy against finetuning steps, one panel per task and one line per model, with the 95%
+    interval as a band. ``curves[model][task]`` is a list of ``{"step", metric, interval}`` (a
+    `TaskScore.to_dict` with its step), in step order."""
+    plt = _pyplot()
+    tasks = list(next(iter(curves.values())))
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for model, per_task in curves.items():
+            points = per_task[task]
+            steps = [p["step"] for p in points]
+            ax.plot(steps, [100 * p[metric] for p in points], "o-", ms=3, label=model)
+            ax.fill_between(steps, [100 * p[interval][0] for p in points],
+                            [100 * p[interval][1] for p in points], alpha=0.2)
+        ax.set_title(task)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("finetuning steps")
+        ax.set_ylabel("held-out " + metric.replace("_", " ") + " (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    axes.flat[0].legend()
+    return _save_png(plt, fig, out_png)
+
+
+def plot_length_scaling(results: list[dict[str, Any]], out_png: Path) -> Path:
+    """The ``length`` benchmark case (`blt.bench.length`): training microseconds per byte and peak memory
+    against the row length, and generation bytes/s against the context, for the BLT and the byte baseline."""
+    plt = _pyplot()
+    training = [r for r in results if "seq_len" in r]
+    generation = [r for r in results if "context_bytes" in r]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for model, style in (("blt", "o-"), ("byte", "s--")):
+        for precision in dict.fromkeys(r["precision"] for r in training):
+            rows = [r for r in training if r["precision"] == precision]
+            lengths = [r["seq_len"] for r in rows]
+            axes[0].plot(lengths, [r[model]["us_per_byte"] for r in rows], style, label=f"{model} {precision}")
+            axes[1].plot(lengths, [r[model]["peak_step_memory_bytes"] / 2**20 for r in rows], style,
+                         label=f"{model} {precision}")
+        if generation:
+            axes[2].plot([r["context_bytes"] for r in generation], [r[model]["bytes_per_s"] for r in generation],
+                         style, label=model)
+    titles = ("training step: time per byte", "training step: peak tensor memory", "cached greedy generation")
+    ylabels = ("microseconds per byte", "MiB", "bytes per second")
+    xlabels = ("bytes per row", "bytes per row", "bytes of context")
+    for ax, title, ylabel, xlabel in zip(axes, titles, ylabels, xlabels):
+        ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    axes[1].set_yscale("log")
+    preset = (training or generation)[0]["preset"] if results else "?"
+    fig.suptitle(f"cost against length, preset {preset}: BLT against the byte baseline "
+                 "(the same global blocks per byte)")
+    return _save_png(plt, fig, out_png)

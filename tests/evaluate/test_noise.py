@@ -14,8 +14,10 @@ from blt.evaluate.noise import (
     NOISES,
     antspeak,
     apply_noise,
+    degradation,
     drop_chars,
     evaluate_noise,
+    mean_interval,
     noise_bytes,
     passages,
     random_case,
@@ -149,5 +151,27 @@ def test_evaluate_noise_reports_clean_then_each_noise():
     assert results[0].bytes == sum(len(t.encode()) for t in texts)
     antspeak_bytes = next(r.bytes for r in results if r.noise == "antspeak")
     assert antspeak_bytes == sum(2 * len(t) - 1 for t in texts)
+    for r in results:  # one value a passage, pooling back to the reported figure
+        assert len(r.passage_bpb) == 8 and all(b == pytest.approx(1.0) for b in r.passage_bpb)
+        low, high = r.ranking_interval
+        assert 0 <= low <= r.ranking_accuracy <= high <= 1
+        assert r.to_dict()["ranking_interval"] == [low, high]
     with pytest.raises(BLTError, match="at least"):
         evaluate_noise(MemorizingScorer(texts), texts[:2])
+
+
+def test_degradation_is_a_paired_mean_with_an_interval_that_narrows_with_passages():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clean = rng.normal(3.0, 1.0, 400)
+    noisy = clean + 0.5 + rng.normal(0, 0.1, 400)  # noise adds 0.5 bits, passage by passage
+    mean, low, high = degradation(list(clean), list(noisy))
+    assert low < 0.5 < high and high - low < 0.03  # pairing removes the spread between passages
+    _, low50, high50 = degradation(list(clean[:50]), list(noisy[:50]))
+    assert high50 - low50 > high - low
+    assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    with pytest.raises(BLTError, match="one clean and one noisy"):
+        degradation([1.0, 2.0], [1.0])
+    with pytest.raises(BLTError, match="at least 2"):
+        mean_interval([1.0])

@@ -1,0 +1,40 @@
+"""`scripts/char_evidence.py` end to end on micro runs: the finetuning curve, the noise table, resuming and
+the report rebuilt from the kept points."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import load_script
+
+
+def test_the_script_scores_a_curve_and_noise_and_resumes_without_rescoring(blt_run, token_run, tmp_path, capsys):
+    script = load_script("char_evidence")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["--blt", str(blt_run), "--bpe", str(token_run), "--runs", str(runs), "--results", str(results),
+            "--steps", "2", "--eval-every", "1", "--examples", "8", "--questions", "3", "--passages", "8", "--quiet"]
+    assert script.main(argv) == 0
+    points = results / "points"
+    names = sorted(p.name for p in points.iterdir())
+    assert names == [f"{m}-{p}.json" for m in ("blt", "bpe") for p in ("noise", "step00000", "step00001", "step00002")]
+    record = json.loads((results / "char_tasks.json").read_text())
+    for model in ("blt", "bpe"):
+        curve = record["models"][model]["curve"]
+        assert [p["step"] for p in curve] == [0, 1, 2]
+        assert list(curve[-1]["tasks"]) == [*script.TASKS, "average"]
+        assert all(p["tasks"]["spell"]["examples"] == 3 for p in curve)
+    assert curve[0]["weights"] == str(token_run) and "step_00000002" in curve[-1]["weights"]
+    rows = record["noise"]
+    assert [r["noise"] for r in rows][0] == "clean" and rows[0]["passages"] == 8
+    assert rows[0]["blt"]["added"] is None and len(rows[1]["blt"]["added"]) == 3 and len(rows[1]["difference"]) == 3
+    text = (results / "char_tasks.md").read_text()
+    assert "**Exact match**" in text and "| spell |" in text and "**Noisy input**" in text and "| antspeak |" in text
+    assert (results / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in points.iterdir()}
+    assert script.main(argv) == 0  # finished: nothing is trained or scored again
+    assert {p.name: p.stat().st_mtime_ns for p in points.iterdir()} == stamps
+    before = text
+    assert script.main([*argv, "--report"]) == 0
+    assert (results / "char_tasks.md").read_text() == before
+    capsys.readouterr()
