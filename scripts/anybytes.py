@@ -254,4 +254,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # training saved a checkpoint first
+        sys.exit("anybytes: stopped; run the same command again to continue")

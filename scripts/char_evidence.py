@@ -266,4 +266,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # training saved a checkpoint first
+        sys.exit("char_evidence: stopped; run the same command again to continue")
