@@ -250,6 +250,9 @@ def convert_to_hf(run: Path, out: Path, threshold: float | None = None, force: b
                          "pass patch_lengths to BltForCausalLM")
     elif config.patching.uses_entropy_model:
         notes.append(f"{run} has no {ENTROPY_SUBDIR}/: exported without a patcher; pass patch_lengths to BltForCausalLM")
+    else:
+        notes.append(f"{run} patches in mode {config.patching.mode!r}, which transformers' patcher cannot do: exported "
+                     "without a patcher; pass patch_lengths to BltForCausalLM (blt's Patcher computes them)")
     hf_config = hf_model_config(config, entropy_config)
     with staged_directory(out, run, force) as staging:
         atomic_write_text(staging / "config.json", json.dumps(hf_config, indent=2) + "\n")

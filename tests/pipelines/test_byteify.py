@@ -186,3 +186,23 @@ def test_bad_input_is_one_line(capsys, bpe_source, text_data, tmp_path, case, me
     code, out, err = byteify_cli(capsys, *argv)
     assert code == 2, (out, err)
     assert err.startswith("blt byteify: error: ") and err.count("\n") == 1 and message in err
+
+
+def test_a_byteified_run_converts_to_transformers_with_the_same_logits(capsys, bpe_source, text_data, tmp_path):
+    from transformers import BltForCausalLM
+
+    from blt.cli import main
+    from blt.run import load
+
+    code, _, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, tmp_path / "byteified"))
+    assert code == 0, err
+    assert main(["convert", "--to-hf", str(tmp_path / "byteified" / "stage2"), "--out", str(tmp_path / "hf")]) == 0
+    assert "pass patch_lengths" in capsys.readouterr().out  # BPE patching does not travel: say so
+    run = load(tmp_path / "byteified" / "stage2")
+    hf = BltForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.tensor([[BOS_ID, *[b + 4 for b in b"def byteify(source):\n    return blocks\n"]]])
+    with torch.no_grad():
+        lengths = run.patcher(ids)
+        ours = run.model(ids, lengths)
+        theirs = hf(input_ids=ids, patch_lengths=lengths, use_cache=False).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

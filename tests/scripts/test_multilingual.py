@@ -42,7 +42,8 @@ def test_corpus_has_each_language_in_equal_share_and_the_split_knows_them(tmp_pa
     assert sorted((tmp_path / "files").rglob("*.txt")) == first
     prepare([str(tmp_path / "files")], tmp_path / "data", val_fraction=0.5, seed=0, progress=False)
     docs = ml.language_documents(PreparedData.open(tmp_path / "data"))
-    assert set(docs) == set(ml.LANGUAGES) and sum(map(len, docs.values())) == len(PreparedData.open(tmp_path / "data").split("val"))
+    assert set(docs) == set(ml.LANGUAGES)
+    assert sum(map(len, docs.values())) == len(PreparedData.open(tmp_path / "data").split("val"))
 
 
 def test_report_has_per_language_bits_gaps_and_units():
