@@ -191,12 +191,21 @@ def gaps(rows: list[dict]) -> list[dict]:
 
 
 def trend(gap_rows: list[dict]) -> dict | None:
-    """The gap fitted as a line in log10(FLOPs); where it would reach zero, if it shrinks."""
+    """The gap fitted as a line in log10(FLOPs), and where that line reaches zero when it moves toward zero
+    (a positive gap falling, or a negative one rising) and gets there beyond the largest budget measured."""
     if len(gap_rows) < 2:
         return None
-    a, b = fit_line([math.log10(g["budget"]) for g in gap_rows], [g["gap"] for g in gap_rows])
-    crossing = 10 ** (-a / b) if b < 0 < a else None
+    xs = [math.log10(g["budget"]) for g in gap_rows]
+    a, b = fit_line(xs, [g["gap"] for g in gap_rows])
+    zero = -a / b if b else None
+    last = gap_rows[int(_argmax(xs))]["gap"]
+    toward_zero = b != 0 and (b < 0) == (last > 0)
+    crossing = 10 ** zero if toward_zero and zero is not None and zero > max(xs) else None
     return {"intercept": a, "slope_per_decade": b, "crossing_flops": crossing}
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
 
 
 def report(args, lrs: dict[str, float] | None) -> None:
@@ -268,9 +277,11 @@ def markdown(record: dict) -> str:
             lines.append(f"| {g['budget']:.0e} | {g['best_blt']} | {g['best_blt_bpb']:.3f} | {g['bpe_bpb']:.3f} | {g['gap']:+.3f} |")
         t = record["gap_trend"]
         if t:
-            cross = f"{t['crossing_flops']:.1e} FLOPs" if t["crossing_flops"] else "nowhere (the gap does not shrink toward zero)"
+            cross = (f"would reach zero at {t['crossing_flops']:.1e} FLOPs" if t["crossing_flops"]
+                     else "does not move toward zero beyond the budgets measured")
             lines += ["", f"Gap fitted as a line in log10(FLOPs): {t['slope_per_decade']:+.3f} bits/byte per decade; "
-                          f"it would reach zero at {cross}."]
+                          f"the line {cross} (a line through {len(record['gaps'])} budgets: a reading of the trend, "
+                          "not a forecast)."]
     ablations = record.get("ablations") or []
     if ablations:
         base = ablations[0]

@@ -63,3 +63,15 @@ def test_an_ablation_is_reported_against_the_sweeps_blt_member_and_kept_out_of_t
     assert "no-hash" in [r["variant"] for r in rebuilt["ablations"]][1:]
     table = (results / "scaling.md").read_text()
     assert f"| no-hash | {member['val_bpb']:.3f} | +0.100 |" in table and "hash n-gram embeddings help" in table
+
+
+def test_the_gap_trend_crosses_zero_only_when_it_moves_toward_zero_beyond_the_budgets():
+    scaling = load_script("scaling")
+    rows = lambda gaps: [{"budget": b, "gap": g} for b, g in zip((1e13, 3e13, 1e14), gaps)]  # noqa: E731
+    rising = scaling.trend(rows([-0.255, -0.253, -0.106]))  # BLT ahead, by less and less
+    assert rising["slope_per_decade"] > 0 and 1e14 < rising["crossing_flops"] < 1e16
+    falling = scaling.trend(rows([0.30, 0.20, 0.10]))  # BPE ahead, by less and less
+    assert 1e14 < falling["crossing_flops"] < 1e15
+    assert scaling.trend(rows([-0.1, -0.2, -0.3]))["crossing_flops"] is None  # moving away from zero
+    assert scaling.trend(rows([0.3, 0.1, -0.1]))["crossing_flops"] is None  # already crossed inside the budgets
+    assert scaling.trend(rows([0.1])[:1]) is None
