@@ -197,7 +197,7 @@ def markdown(record: dict) -> str:
     lines += ["", "**Bytes per global step**: BPE's bytes per token and BLT's bytes per patch, per language:", "",
               "| member | " + " | ".join(languages) + " |", "|---|" + "---|" * len(languages)]
     for r in rows:
-        key = "bytes_per_token" if r["kind"] == "token_model" else "bytes_per_patch"
+        key = "bytes_per_patch" if r["kind"] == "blt" else "bytes_per_token"
         if r["member"] == "byte":
             continue
         lines.append(f"| {r['member']} | " + " | ".join(f"{r['languages'][lang][key]:.2f}" for lang in languages) + " |")
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.report:
         rows = [json.loads(f.read_text()) for f in sorted((args.results / "members").glob("*.json"))]
-        rows.sort(key=lambda r: (["blt", "token_model"].index(r["kind"]), r["member"]))
+        rows.sort(key=lambda r: (["blt", "bpe", "byte"].index(r["kind"]), r["member"]))
     else:
         build_corpus(args)
         prepare_and_train_entropy(args)

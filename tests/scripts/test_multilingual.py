@@ -52,9 +52,9 @@ def test_report_has_per_language_bits_gaps_and_units():
                               "bytes_per_token": unit}
     members = [{"member": "blt-p8", "kind": "blt", "val_bpb": 2.0, "inference_flops_per_byte": 3e6,
                 "languages": {"en": lang(1.9, 7.5), "ru": lang(2.1, 9.0)}},
-               {"member": "bpe", "kind": "token_model", "val_bpb": 2.2, "inference_flops_per_byte": 4e6,
+               {"member": "bpe", "kind": "bpe", "val_bpb": 2.2, "inference_flops_per_byte": 4e6,
                 "languages": {"en": lang(2.0, 3.9), "ru": lang(2.6, 2.1)}},
-               {"member": "byte", "kind": "token_model", "val_bpb": 3.0, "inference_flops_per_byte": 9e6,
+               {"member": "byte", "kind": "byte", "val_bpb": 3.0, "inference_flops_per_byte": 9e6,
                 "languages": {"en": lang(2.9, 1.0), "ru": lang(3.1, 1.0)}}]
     record = {"settings": {"budget": 1e13, "preset": "paper-xs", "bytes_per_language": 1000}, "members": members}
     text = ml.markdown(record)
