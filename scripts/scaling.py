@@ -198,14 +198,11 @@ def trend(gap_rows: list[dict]) -> dict | None:
     xs = [math.log10(g["budget"]) for g in gap_rows]
     a, b = fit_line(xs, [g["gap"] for g in gap_rows])
     zero = -a / b if b else None
-    last = gap_rows[int(_argmax(xs))]["gap"]
+    last = gap_rows[xs.index(max(xs))]["gap"]
     toward_zero = b != 0 and (b < 0) == (last > 0)
     crossing = 10 ** zero if toward_zero and zero is not None and zero > max(xs) else None
     return {"intercept": a, "slope_per_decade": b, "crossing_flops": crossing}
 
-
-def _argmax(values: list[float]) -> int:
-    return max(range(len(values)), key=values.__getitem__)
 
 
 def report(args, lrs: dict[str, float] | None) -> None:
