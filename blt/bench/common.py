@@ -21,6 +21,7 @@ from blt.model.byte_latent import next_byte_loss
 from blt.patching.patchers import lengths_from_start_mask
 from blt.tokenizer import BOS_ID, OFFSET
 from blt.train import autocast
+from blt.train.device import matmul_flops_per_s
 
 CPU = torch.device("cpu")
 
@@ -94,21 +95,8 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, seed: int = 0,
                 device: torch.device | str = "cpu") -> float:
     """Best achieved FLOP/s of a ``size × size`` by ``size × size`` matmul in ``dtype`` on ``device`` (one
-    warmup first)."""
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    a = torch.randn(size, size, generator=gen).to(device, dtype)
-    b = torch.randn(size, size, generator=gen).to(device, dtype)
-    out = torch.empty(size, size, dtype=dtype, device=device)
-    torch.matmul(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    warmup first): `blt.train.device.matmul_flops_per_s` at the benchmarks' default size."""
+    return matmul_flops_per_s(dtype, size, repeats, device, seed)
 
 
 def random_patch_lengths(batch_size: int, seq_len: int, mean_patch_size: float, gen: torch.Generator) -> torch.Tensor:

@@ -9,6 +9,7 @@ entry of `CASES`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from blt.bench.training import TrainingCase, format_training_result, run_trainin
 from blt.config import BLTConfig, EntropyModelConfig
 from blt.errors import BLTError
 from blt.train import PRECISIONS
+from blt.train.device import probe_bf16
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,27 @@ CASES: dict[str, BenchCase] = {
 
 
 def measure_peaks(suite: Suite) -> dict[str, float]:
-    """Matmul peak FLOP/s per precision at the suite's size, on the suite's device."""
-    return {name: matmul_peak(dtype, suite.peak_size, suite.peak_repeats, device=suite.device)
-            for name, dtype in PRECISIONS.items()}
+    """Matmul peak FLOP/s per precision of the suite at the suite's size, on the suite's device."""
+    return {name: matmul_peak(PRECISIONS[name], suite.peak_size, suite.peak_repeats, device=suite.device)
+            for name in suite.precisions}
+
+
+def without_emulated_bf16(suite: Suite) -> tuple[Suite, dict[str, str]]:
+    """The suite less bf16 where the device emulates it (`blt.train.device.Bf16Probe.slow`: a CPU without
+    AVX512-BF16 or AMX runs bf16 matmuls ~50x slower than fp32, and its 2048-wide bf16 peak alone takes
+    minutes), and why, as ``{precision: reason}`` (empty when nothing is left out)."""
+    if "bf16" not in suite.precisions:
+        return suite, {}
+    probe = probe_bf16(suite.device)
+    if not probe.slow:
+        return suite, {}
+    reason = f"{probe.describe()}: no native bf16, so its cases are left out (--precisions fp32,bf16 runs them)"
+    return dataclasses.replace(suite, precisions=tuple(p for p in suite.precisions if p != "bf16")), {"bf16": reason}
 
 
 def run_benchmarks(
-    suite: Suite, cases: list[str] | None = None, threads: int | None = None, log: Callable[[str], None] | None = None
+    suite: Suite, cases: list[str] | None = None, threads: int | None = None, log: Callable[[str], None] | None = None,
+    skip_emulated: bool = True,
 ) -> dict[str, Any]:
     """Run the named cases (default: all of `CASES`) of a suite between two measurements of the matmul peaks.
 
@@ -126,7 +142,9 @@ def run_benchmarks(
     machine busy with other work during one of them does not inflate the fractions. Every result with a
     ``flops_per_s``, and every dict inside a result with one (the implementations of the training case), gets
     ``fraction_of_peak`` (precision -> achieved / peak). ``log`` receives one line per
-    measurement as it finishes, then a summary (e.g. ``print``). Returns the suite name, the machine, the
+    measurement as it finishes, then a summary (e.g. ``print``). With ``skip_emulated``, bf16 is left out of
+    the suite where the device only emulates it (`without_emulated_bf16`; the reason is logged and kept as
+    ``skipped_precisions``). Returns the suite name, the machine, the
     peaks (with both samples), one list of results per case and the total seconds.
     """
     names = list(CASES) if cases is None else cases
@@ -137,10 +155,15 @@ def run_benchmarks(
     start = time.perf_counter()
     with torch_threads(threads):
         machine = machine_info(torch.device(suite.device))
+        skipped: dict[str, str] = {}
+        if skip_emulated:
+            suite, skipped = without_emulated_bf16(suite)
+            for reason in skipped.values():
+                say(reason)
         before = measure_peaks(suite)
         results = {name: CASES[name].run(suite, say) for name in names}
         after = measure_peaks(suite)
-    peaks = {name: max(before[name], after[name]) for name in PRECISIONS}
+    peaks = {name: max(before[name], after[name]) for name in suite.precisions}
     say(f"matmul peak ({suite.peak_size}x{suite.peak_size}, {machine['threads']} threads, best of before/after): "
         + ", ".join(f"{name} {flops / 1e9:.1f} GFLOP/s" for name, flops in peaks.items()))
     for case_name, case_results in results.items():
@@ -154,8 +177,10 @@ def run_benchmarks(
         "machine": machine,
         "peak": {
             name: {"flops_per_s": peaks[name], "size": suite.peak_size, "samples": [before[name], after[name]]}
-            for name in PRECISIONS
+            for name in suite.precisions
         },
+        "precisions": list(suite.precisions),
+        "skipped_precisions": skipped,
         **results,
         "seconds": time.perf_counter() - start,
     }

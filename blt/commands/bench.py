@@ -12,7 +12,8 @@ from pathlib import Path
 from blt.bench import CASES, SUITES, run_benchmarks, suite_named
 from blt.commands._common import add_device_argument
 from blt.commands._paths import check_output_file
-from blt.train import resolve_device
+from blt.errors import BLTError
+from blt.train import PRECISIONS, resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png", type=Path, metavar="PATH",
                    help="draw the length case's curves (cost against length, BLT and byte baseline) here")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's current setting)")
+    p.add_argument("--precisions", metavar="LIST",
+                   help="comma-separated precisions to run, e.g. fp32 or fp32,bf16 (default: the suite's, less bf16 "
+                        "on a CPU that only emulates it, where bf16 matmuls run ~50x slower than fp32)")
     add_device_argument(p)
     p.add_argument("--against-hf", action="store_true",
                    help="training and generation cases: also time transformers' BltForCausalLM (needs the hf extra)")
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    """``--precisions``: "fp32", "bf16" or both, comma-separated, in the order given; a `BLTError` otherwise."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in PRECISIONS]
+    if not names or unknown:
+        raise BLTError(f"--precisions {text!r}: give fp32, bf16 or both, comma-separated")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,11 +58,15 @@ def run(args: argparse.Namespace) -> int:
     suite = suite_named(args.suite)
     if args.against_hf:
         suite = dataclasses.replace(suite, against_hf=True)
+    skip_emulated = args.precisions is None
+    if args.precisions is not None:
+        suite = dataclasses.replace(suite, precisions=parse_precisions(args.precisions))
     device = resolve_device(args.device)
     if device.type == "cuda":  # a GPU finishes a 4096-wide matmul in well under a millisecond: time a larger one
         suite = dataclasses.replace(suite, device=str(device), peak_size=max(suite.peak_size, 8192), peak_repeats=20)
     cases = [args.case] if args.case else None
-    result = run_benchmarks(suite, cases=cases, threads=args.threads, log=lambda line: print(line, flush=True))
+    result = run_benchmarks(suite, cases=cases, threads=args.threads, log=lambda line: print(line, flush=True),
+                            skip_emulated=skip_emulated)
     machine = result["machine"]
     where = f"{machine['gpu']} ({machine['device']}), " if device.type == "cuda" else ""
     print(f"{where}{machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}: "

@@ -16,6 +16,7 @@ from blt.patching.precompute import usable_entropies
 from blt.run import Run
 from blt.tokenizer import PAD_ID
 from blt.train import autocast as train_autocast
+from blt.train.device import slow_bf16_warning
 from blt.train.objectives import TokenObjective
 
 
@@ -112,6 +113,8 @@ def evaluate_run(run: Run, data: PreparedData, seq_len: int, batch_size: int = 8
     precision = precision or run_precision(run)
     device = next(run.model.parameters()).device  # batches go where `blt.load(..., device=)` put the model
     autocast = train_autocast(device.type, precision)
+    if log is not None and (warning := slow_bf16_warning(device, precision)):
+        log(warning)
     patcher = run.patcher if run.kind == "blt" else None
     stored = stored_entropies(run, data, log, split) if precomputed else None
     # Rows past the split's end are [BOS, PAD, ...] and count nothing: a batch larger than the pass is no different.

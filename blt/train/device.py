@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,77 @@ def autocast(device_type: str, precision: str) -> torch.autocast:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
     return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+
+def matmul_flops_per_s(dtype: torch.dtype, size: int, repeats: int, device: torch.device | str = "cpu",
+                       seed: int = 0) -> float:
+    """Best achieved FLOP/s of a ``size × size`` by ``size × size`` matmul in ``dtype`` on ``device``, over
+    ``repeats`` timed calls after one warmup; on a GPU each timing waits for the queued work."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(size, size, generator=gen).to(device, dtype)
+    b = torch.randn(size, size, generator=gen).to(device, dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    torch.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+BF16_PROBE_SIZE = 256  # a bf16 matmul this wide takes ~25 ms even where bf16 has no hardware support
+
+
+@dataclass(frozen=True)
+class Bf16Probe:
+    """fp32 and bf16 matmul FLOP/s of one small square matmul on a device, measured in the same moment."""
+
+    device: str
+    fp32_flops_per_s: float
+    bf16_flops_per_s: float
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster bf16 matmuls run than fp32 ones (about 2-6 with native bf16, 1/50 without)."""
+        return self.bf16_flops_per_s / self.fp32_flops_per_s
+
+    @property
+    def slow(self) -> bool:
+        """bf16 runs at under half the fp32 speed: the CPU emulates bf16 (no AVX512-BF16 or AMX), so bf16
+        autocast costs far more than it saves."""
+        return self.speedup < 0.5
+
+    def describe(self) -> str:
+        return (f"bf16 matmuls run at {self.bf16_flops_per_s / 1e9:.1f} GFLOP/s on this {self.device} against "
+                f"{self.fp32_flops_per_s / 1e9:.1f} in fp32 ({self.speedup:.2g}x)")
+
+
+@functools.lru_cache(maxsize=None)
+def probe_bf16(device: str = "cpu") -> Bf16Probe:
+    """Time a `BF16_PROBE_SIZE`-wide matmul in fp32 and in bf16 on ``device`` (about 0.1 s on a CPU without
+    native bf16); cached per device, so training, eval and `blt bench` pay for it once per process."""
+    fp32 = matmul_flops_per_s(torch.float32, BF16_PROBE_SIZE, 3, device)
+    bf16 = matmul_flops_per_s(torch.bfloat16, BF16_PROBE_SIZE, 3, device)
+    return Bf16Probe(str(torch.device(device)), fp32, bf16)
+
+
+def slow_bf16_warning(device: torch.device | str, precision: str) -> str | None:
+    """One line for a user who asked for bf16 on a device where it is emulated (`Bf16Probe.slow`); None when
+    the precision is fp32 or bf16 is fast there."""
+    if precision != "bf16":
+        return None
+    probe = probe_bf16(str(torch.device(device)))
+    if not probe.slow:
+        return None
+    why = (f"this CPU has no native bf16 (torch's CPU capability: {torch.backends.cpu.get_cpu_capability()})"
+           if torch.device(device).type == "cpu" else "this device emulates bf16")
+    return f"warning: {probe.describe()}: {why}, so --precision fp32 will be much faster"
 
 
 @dataclass

@@ -45,7 +45,7 @@ from blt.train.checkpoint import (
     write_checkpoint,
 )
 from blt.train.config import TrainConfig
-from blt.train.device import World, _fsdp_no_sync, autocast, shard_model
+from blt.train.device import World, _fsdp_no_sync, autocast, shard_model, slow_bf16_warning
 from blt.train.metrics import METRICS_FILE, append_metrics, keep_metrics_through, plot_metrics, read_metrics
 
 LN2 = math.log(2.0)
@@ -155,6 +155,8 @@ class Trainer:
         self.model = objective.model
         freeze_parameters(self.model, cfg.freeze)  # before DDP, which then leaves the frozen ones alone
         self.device = next(self.model.parameters()).device  # where the caller put the model
+        if self.world.is_main and (warning := slow_bf16_warning(self.device, cfg.precision)):
+            self.log(warning)
         self.wrapped = self.model
         self.sharded = self.world.size > 1 and cfg.parallel == "fsdp"
         if self.sharded:

@@ -28,6 +28,7 @@ from blt.config import (
 )
 from blt.flops import blt_flops, entropy_model_flops
 from blt.patching import EntropyModel, patch_lengths_from_entropies
+from blt.train.device import Bf16Probe
 from tests.helpers import random_ids
 
 
@@ -43,13 +44,24 @@ def _micro_suite() -> Suite:
     return Suite("micro", (case,), peak_size=128, peak_repeats=1)
 
 
+def _probe(speedup: float):
+    """A stand-in for `blt.train.device.probe_bf16`: fp32 at 50 GFLOP/s and bf16 ``speedup`` times that."""
+    return lambda device="cpu": Bf16Probe(str(device), 50e9, 50e9 * speedup)
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """The machine has native bf16, whatever this one has: the CLI runs bf16 cases by default."""
+    monkeypatch.setattr("blt.bench.suite.probe_bf16", _probe(2.4))
+
+
 def _positive_finite(x: float) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
 def test_model_case_results_have_every_field_and_positive_ratios():
     threads = torch.get_num_threads()
-    result = run_benchmarks(_micro_suite(), threads=1)
+    result = run_benchmarks(_micro_suite(), threads=1, skip_emulated=False)
     assert torch.get_num_threads() == threads  # restored
     assert result["suite"] == "micro" and _positive_finite(result["seconds"])
     machine = result["machine"]
@@ -82,7 +94,7 @@ def test_random_patching_is_causal_shaped_and_near_its_mean():
     assert 4.0 < 4 * 4096 / int((lengths > 0).sum()) < 5.0
 
 
-def test_cli_writes_json(tmp_path, monkeypatch, capsys):
+def test_cli_writes_json(tmp_path, monkeypatch, capsys, native_bf16):
     monkeypatch.setitem(bench.SUITES, "quick", _micro_suite)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "bench" / "result.json"
@@ -101,6 +113,42 @@ def test_cli_refuses_a_missing_gpu_in_one_line(capsys, monkeypatch):
     assert "sees no CUDA GPU" in err and err.count("\n") == 1
 
 
+def test_emulated_bf16_is_left_out_with_its_reason(monkeypatch):
+    monkeypatch.setattr("blt.bench.suite.probe_bf16", _probe(1 / 50))
+    lines = []
+    result = run_benchmarks(_micro_suite(), threads=1, log=lines.append)
+    assert result["precisions"] == ["fp32"] and set(result["peak"]) == {"fp32"}
+    assert [r["precision"] for r in result["model"]] == ["fp32"]
+    assert set(result["model"][0]["fraction_of_peak"]) == {"fp32"}
+    reason = result["skipped_precisions"]["bf16"]
+    assert "1.0 GFLOP/s" in reason and "50.0 in fp32" in reason and "--precisions fp32,bf16" in reason
+    assert lines[0] == reason
+
+
+def test_native_bf16_is_kept(monkeypatch):
+    monkeypatch.setattr("blt.bench.suite.probe_bf16", _probe(2.4))
+    result = run_benchmarks(_micro_suite(), threads=1)
+    assert result["precisions"] == ["fp32", "bf16"] and result["skipped_precisions"] == {}
+
+
+def test_cli_precisions_choose_the_precisions_even_emulated(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.SUITES, "quick", _micro_suite)
+    monkeypatch.setattr("blt.bench.suite.probe_bf16", _probe(1 / 50))
+    out = tmp_path / "result.json"
+    assert main(["bench", "model", "--threads", "1", "--precisions", "bf16, fp32,bf16", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["precisions"] == ["bf16", "fp32"] and result["skipped_precisions"] == {}
+    assert main(["bench", "model", "--threads", "1", "--precisions", "fp32", "--json", str(out)]) == 0
+    assert [r["precision"] for r in json.loads(out.read_text())["model"]] == ["fp32"]
+
+
+@pytest.mark.parametrize("text", ["fp16", "", ",", "fp32,half"])
+def test_cli_rejects_bad_precisions_in_one_line(capsys, text):
+    assert main(["bench", "--precisions", text]) == 2
+    err = capsys.readouterr().err
+    assert "--precisions" in err and err.count("\n") == 1
+
+
 def test_cli_rejects_bad_threads_in_one_line(capsys):
     assert main(["bench", "--threads", "0"]) == 2
     err = capsys.readouterr().err
@@ -116,7 +164,7 @@ def _micro_patching_suite() -> Suite:
 
 
 def test_patching_case_reports_mb_per_s_flops_and_speedup_over_batch_1():
-    result = run_benchmarks(_micro_patching_suite(), cases=["patching"], threads=1)
+    result = run_benchmarks(_micro_patching_suite(), cases=["patching"], threads=1, skip_emulated=False)
     assert "model" not in result
     rows = result["patching"]
     assert [(r["batch_size"], r["precision"]) for r in rows] == [(1, "fp32"), (1, "bf16"), (4, "fp32"), (4, "bf16")]
@@ -144,7 +192,7 @@ def test_patch_bytes_matches_the_patcher_pieces():
     assert lengths.sum(dim=1).tolist() == [50] * 3
 
 
-def test_cli_runs_the_patching_case(tmp_path, monkeypatch, capsys):
+def test_cli_runs_the_patching_case(tmp_path, monkeypatch, capsys, native_bf16):
     monkeypatch.setitem(bench.SUITES, "quick", _micro_patching_suite)
     out = tmp_path / "patching.json"
     assert main(["bench", "patching", "--threads", "1", "--json", str(out)]) == 0
@@ -168,7 +216,7 @@ def _micro_training_suite(against_hf: bool) -> Suite:
 
 def test_training_case_times_transformers_on_the_same_weights_and_patches():
     pytest.importorskip("transformers")
-    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1)
+    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1, skip_emulated=False)
     rows = result["training"]
     assert [(r["case"], r["precision"]) for r in rows] == [("micro", "fp32"), ("micro", "bf16")]
     for r in rows:
@@ -189,18 +237,18 @@ def test_training_case_times_transformers_on_the_same_weights_and_patches():
 
 
 def test_training_case_without_transformers_reports_ours_and_says_why(monkeypatch):
-    result = run_benchmarks(_micro_training_suite(against_hf=False), cases=["training"], threads=1)
+    result = run_benchmarks(_micro_training_suite(against_hf=False), cases=["training"], threads=1, skip_emulated=False)
     assert all(r["transformers"] is None and r["speedup"] is None for r in result["training"])
     assert {r["baseline_missing"] for r in result["training"]} == {bench.training.HF_NOT_ASKED}
     assert all(r["blt"]["bytes_per_s"] > 0 for r in result["training"])
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
-    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1)
+    result = run_benchmarks(_micro_training_suite(against_hf=True), cases=["training"], threads=1, skip_emulated=False)
     assert {r["baseline_missing"] for r in result["training"]} == {bench.training.HF_MISSING}
     assert "transformers: transformers is not installed" in bench.training.format_training_result(result["training"][0])
 
 
-def test_cli_against_hf_runs_the_training_case(tmp_path, monkeypatch, capsys):
+def test_cli_against_hf_runs_the_training_case(tmp_path, monkeypatch, capsys, native_bf16):
     pytest.importorskip("transformers")
     monkeypatch.setitem(bench.SUITES, "quick", lambda: _micro_training_suite(against_hf=False))
     out = tmp_path / "training.json"
