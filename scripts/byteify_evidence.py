@@ -9,7 +9,9 @@ For each ``--fractions`` value f, byteifying gets f of them: ``--stage1-share`` 
 model frozen, the rest with everything training (the global model at ``--global-lr-scale``), patching at the
 source tokenizer's token starts throughout. The from-scratch BLT has the byteified one's config and
 patching and trains for all of those steps from a random initialisation. Every model is scored on the whole
-validation split (`blt.evaluate.evaluate_run`). FLOPs of the frozen stage are counted as if the global
+validation split (`blt.evaluate.evaluate_run`). Each ``--distill`` weight W > 0 byteifies once more with
+stage 1's distillation toward the source's token embeddings (`blt byteify --distill W`, into ``f<f>-d<W>``);
+the from-scratch BLT of a fraction is shared by all of them. FLOPs of the frozen stage are counted as if the global
 model's weights were trained too (they are not: that stage costs less than counted).
 
 Resumable: finished runs are skipped. Results: ``--results`` (default ``results/byteify``): ``byteify.json``
@@ -67,10 +69,12 @@ def markdown(record: dict) -> str:
              f"Byteified with preset `{record['settings']['preset']}` local models, patches at the source's token "
              f"starts, lr {record['settings']['lr']:g} (global model x{record['settings']['global_lr_scale']:g} in "
              f"stage 2), {record['settings']['precision']}; whole validation split.", "",
-             "| FLOPs (share of the source's) | steps (stage 1 + 2) | after stage 1 | after stage 2 | vs source | "
-             "from scratch, same FLOPs |", "|---|---|---|---|---|---|"]
+             "| FLOPs (share of the source's) | stage 1 distillation | steps (stage 1 + 2) | after stage 1 | "
+             "after stage 2 | vs source | from scratch, same FLOPs |", "|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
-        lines.append(f"| {r['train_flops']:.2e} ({100 * r['fraction']:.0f}%) | {r['stage1_steps']} + {r['stage2_steps']} | "
+        distill = f"weight {r['distill']:g}" if r.get("distill") else "none"
+        lines.append(f"| {r['train_flops']:.2e} ({100 * r['fraction']:.0f}%) | {distill} | "
+                     f"{r['stage1_steps']} + {r['stage2_steps']} | "
                      f"{r['stage1']['val_bpb']:.3f} | {r['stage2']['val_bpb']:.3f} | "
                      f"{r['stage2']['val_bpb'] - src['val_bpb']:+.3f} | {r['scratch']['val_bpb']:.3f} |")
     return "\n".join(lines)
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distill", type=float, nargs="+", default=[0.0], metavar="W",
+                   help="stage 1's distillation weights to compare (`blt byteify --distill`; 0 = none)")
     args = p.parse_args(argv)
     data = PreparedData.open(args.data)
     flops, steps, bytes_per_step = pretraining_flops(args.source)
@@ -102,8 +108,9 @@ def main(argv=None) -> int:
     bytes_per_token = read_run_config(args.source)["tokenizer"]["val_bytes_per_token"]
     per_step = blt_cost(cfg, bytes_per_token, read_run_config(args.source)["train"]["seq_len"]).training * bytes_per_step
     record["settings"]["byteified_train_flops_per_byte"] = per_step / bytes_per_step
-    for fraction in args.fractions:
-        out = args.runs / (f"f{fraction:g}" + (f"-s{args.stage1_share:g}" if args.stage1_share != 0.5 else ""))
+    for fraction, weight in [(f, w) for f in args.fractions for w in args.distill]:
+        base = args.runs / (f"f{fraction:g}" + (f"-s{args.stage1_share:g}" if args.stage1_share != 0.5 else ""))
+        out = base.with_name(base.name + (f"-d{weight:g}" if weight else ""))
         total = max(2, int(fraction * flops / per_step))
         s1 = max(1, round(total * args.stage1_share))
         s2 = total - s1
@@ -112,8 +119,9 @@ def main(argv=None) -> int:
             resume = ["--resume"] if (out / "stage1" / "config.json").is_file() else ["--force"]
             blt_cli("byteify", str(args.source), "--data", str(args.data), "--out", str(out), "--preset", args.preset,
                     "--stage1-steps", str(s1), "--stage2-steps", str(s2), "--global-lr-scale", f"{args.global_lr_scale:g}",
-                    "--precision", args.precision, "--quiet", *train_sets(args, warm1), *resume)
-        scratch = out / "scratch"
+                    "--precision", args.precision, "--distill", f"{weight:g}", "--quiet", *train_sets(args, warm1),
+                    *resume)
+        scratch = base / "scratch"  # one from-scratch BLT per fraction, whatever the distillation
         if not (scratch / "model.safetensors").is_file():
             cfg = read_run_config(out / "stage2")["model"]
             g = cfg["global_model"]
@@ -124,7 +132,7 @@ def main(argv=None) -> int:
                     "--precision", args.precision, "--quiet", *[a for s in sets for a in ("--set", s)],
                     *train_sets(args, max(1, round(args.warmup_fraction * total))),
                     *(["--resume"] if (scratch / "config.json").is_file() else []))
-        record["runs"].append({"fraction": fraction, "stage1_steps": s1, "stage2_steps": s2,
+        record["runs"].append({"fraction": fraction, "distill": weight, "stage1_steps": s1, "stage2_steps": s2,
                                "train_flops": total * per_step, "stage1": score(out / "stage1", data),
                                "stage2": score(out / "stage2", data), "scratch": score(scratch, data)})
         args.results.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ directory (`blt.interop.llama`).
 1. ``OUT/stage1``: the global model frozen (``train.freeze``); the local models learn to feed it and read
    from it. Patches fall where the source's units start, so the global model sees the units it was trained
    on: the source's BPE token starts (``--patching bpe`` with its ``tokenizer.json``), or one patch per
-   byte for a byte-level source.
+   byte for a byte-level source. With ``distill_weight`` (``--distill W``) the encoder is also pulled
+   toward the inputs the blocks were trained on: the global model's input at each patch toward the source's
+   embedding of that patch's token (`blt.train.objectives.EmbeddingDistillObjective`).
 2. ``OUT/stage2``: from stage 1's weights, everything trains, the global model at ``global_lr_scale`` times
    the learning rate (``train.lr_scaled``); patching stays, or moves to entropy patching at a chosen patch
    size.
@@ -25,6 +27,7 @@ BLT run. Both stages resume (``resume``), and a finished stage is not run again.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +40,13 @@ from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_write_text
 from blt.interop.llama import CONFIG_FILE, read_llama
 from blt.model.byte_latent import ByteLatentTransformer
+from blt.patching.patcher import Patcher
 from blt.pipelines.recipes import RunOptions, train_blt
 from blt.run import load, read_run_config
 from blt.tokenizer import VOCAB_SIZE
 from blt.train import read_metrics
 from blt.train.metrics import METRICS_FILE
+from blt.train.objectives import EmbeddingDistillObjective
 
 BLOCK_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "norm_eps", "rope_theta")
 
@@ -55,6 +60,7 @@ class TokenSource:
     kind: str  # "token_model" (a blt run) or "llama" (a transformers checkpoint)
     config: TokenModelConfig
     blocks: dict[str, torch.Tensor]
+    embedding: torch.Tensor | None = None  # the input token table (V, dim), for stage 1's distillation
 
 
 def read_token_source(path: str | Path) -> TokenSource:
@@ -71,7 +77,7 @@ def read_token_source(path: str | Path) -> TokenSource:
         raise CheckpointError(f"{path} is neither a blt token-model run (from `blt train-baseline`) nor a "
                               "transformers Llama checkpoint directory")
     blocks = {name[len("transformer."):]: t for name, t in state.items() if name.startswith("transformer.")}
-    return TokenSource(path, kind, config, blocks)
+    return TokenSource(path, kind, config, blocks, state.get("embedding.weight"))
 
 
 def _is_blt_run(path: Path) -> bool:
@@ -132,6 +138,7 @@ class ByteifyOptions:
     stage2_patching: str | None = None  # e.g. "entropy"; None: as stage 1
     entropy_model: Path | None = None  # for entropy patching in stage 2
     target_patch_size: float | None = None  # stage 2's entropy patching is calibrated to this
+    distill_weight: float = 0.0  # stage 1: weight of `EmbeddingDistillObjective`'s term; 0 = next-byte loss only
     model_overrides: list[str] = field(default_factory=list)
     train_overrides: list[str] = field(default_factory=list)
     precision: str | None = None
@@ -166,6 +173,29 @@ def stage1_patching(opts: ByteifyOptions, source: TokenSource) -> tuple[str, Pat
     return mode, tokenizer if mode == "bpe" else None
 
 
+def stage1_objective(opts: ByteifyOptions, source: TokenSource, mode: str, tokenizer: Path | None):
+    """What stage 1 optimises: None (the plain next-byte loss) without ``distill_weight``, else a builder of an
+    `EmbeddingDistillObjective` toward the source's token embeddings, which needs one patch per source
+    token: a blt token-model source whose own BPE tokenizer places the patches."""
+    if opts.distill_weight == 0:
+        return None
+    own = source.path / TOKENIZER_FILE if source.kind == "token_model" else None
+    if source.kind != "token_model" or source.embedding is None:
+        raise ConfigError("--distill needs a blt BPE token-model source (from `blt train-baseline --kind bpe`): its "
+                          "embeddings are indexed by the tokens of its own tokenizer")
+    if mode != "bpe" or tokenizer is None or own is None or not own.is_file() or \
+            Path(tokenizer).read_bytes() != own.read_bytes():
+        raise ConfigError("--distill needs stage 1 to patch at the source's own token starts: --patching bpe with "
+                          f"the source's {TOKENIZER_FILE} (the default)")
+    embedding = source.embedding
+
+    def build(model: ByteLatentTransformer, patcher: Patcher) -> EmbeddingDistillObjective:
+        device = next(model.parameters()).device
+        return EmbeddingDistillObjective(model, patcher, embedding.to(device), patcher.tokenizer, opts.distill_weight)
+
+    return build
+
+
 def _stage_options(opts: ByteifyOptions, stage: str, steps: int, source: TokenSource, train: list[str]) -> RunOptions:
     return RunOptions(data=opts.data, out=opts.out / stage, preset=opts.preset,
                       model_overrides=[*global_overrides(source.config), *opts.model_overrides],
@@ -188,8 +218,11 @@ def train_byteified(opts: ByteifyOptions, log=print) -> dict:
         raise ConfigError(f"--stage2-patching {opts.stage2_patching} needs --entropy-model RUN")
     if opts.target_patch_size is not None and opts.stage2_patching is None:
         raise ConfigError("--target-patch-size is for stage 2's entropy patching (--stage2-patching entropy)")
+    if not (math.isfinite(opts.distill_weight) and opts.distill_weight >= 0):
+        raise ConfigError(f"--distill must be a finite number >= 0, got {opts.distill_weight}")
     source = read_token_source(opts.source)
     mode, tokenizer = stage1_patching(opts, source)
+    objective = stage1_objective(opts, source, mode, tokenizer)
     if opts.out.exists() and not opts.out.is_dir():
         raise ConfigError(f"--out {opts.out} exists and is not a directory")
     if opts.out.is_dir() and not (opts.resume or opts.force):
@@ -199,14 +232,15 @@ def train_byteified(opts: ByteifyOptions, log=print) -> dict:
                               "to start over")
     opts.out.mkdir(parents=True, exist_ok=True)
     record = {"source": str(opts.source), "source_kind": source.kind, "preset": opts.preset,
-              "global_lr_scale": opts.global_lr_scale, "stages": {}}
+              "global_lr_scale": opts.global_lr_scale, "distill_weight": opts.distill_weight, "stages": {}}
     stage1 = opts.out / "stage1"
     if not (opts.resume and _finished(stage1)):
-        log(f"byteify: stage 1, {opts.stage1_steps} steps with the source's blocks frozen, {mode} patching "
-            f"-> {stage1}")
+        distilled = f", distilling toward its token embeddings (weight {opts.distill_weight:g})" if objective else ""
+        log(f"byteify: stage 1, {opts.stage1_steps} steps with the source's blocks frozen, {mode} patching"
+            f"{distilled} -> {stage1}")
         result = train_blt(_stage_options(opts, "stage1", opts.stage1_steps, source, [f"freeze={json.dumps([GLOBAL_PREFIX])}"]),
                            {"mode": mode}, None, log=log, tokenizer_file=tokenizer,
-                           init_model=lambda model: load_blocks(model, source))
+                           init_model=lambda model: load_blocks(model, source), objective=objective)
         log(result.summary("byteify stage 1"))
     record["stages"]["stage1"] = _stage_record(stage1)
     if opts.stage2_steps == 0:

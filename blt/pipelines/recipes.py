@@ -57,6 +57,7 @@ from blt.run import (
     write_run_config,
 )
 from blt.train import (
+    Objective,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -297,7 +298,8 @@ def calibrate_on_training_data(patching: PatchingConfig, entropy_model: EntropyM
 def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path | None = None,
               log=print, tokenizer_file: Path | None = None,
               bpe_vocab_size: int = PATCHING_BPE_VOCAB_SIZE,
-              init_model: Callable[[ByteLatentTransformer], None] | None = None) -> TrainResult:
+              init_model: Callable[[ByteLatentTransformer], None] | None = None,
+              objective: Callable[[ByteLatentTransformer, Patcher], Objective] | None = None) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
 
     ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
@@ -312,6 +314,8 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
 
     ``init_model`` changes the freshly initialised model before training (e.g. loads trained weights into
     part of it, as `blt byteify` does); a resumed run's checkpoint then replaces them as usual.
+    ``objective`` builds what is optimised from the model and its patcher (default: `BLTObjective`, the
+    next-byte loss; `blt byteify` adds a distillation term with `EmbeddingDistillObjective`).
     """
     device = resolve_device(opts.device)
     world = init_distributed(device)
@@ -367,8 +371,9 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
     if init_model is not None:
         init_model(model)
     model = model.to(device)
-    objective = BLTObjective(model, Patcher(cfg.patching, entropy_model, tokenizer))
-    trainer = Trainer(objective, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
+    patcher = Patcher(cfg.patching, entropy_model, tokenizer)
+    optimised = (objective or BLTObjective)(model, patcher)
+    trainer = Trainer(optimised, data, tcfg, opts.out, world=world, progress=opts.progress, entropies=stored)
     return trainer.fit(resume=opts.resume)
 
 

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from blt.baselines.model import TokenLM
-from blt.baselines.tokenization import BaselineTokenizer, count_token_targets
+from blt.baselines.tokenization import BaselineTokenizer, BPETokenizer, count_token_targets
 from blt.model.byte_latent import ByteLatentTransformer, next_byte_loss
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
+from blt.tokenizer import PAD_ID
 
 
 class EntropyModelObjective:
@@ -46,6 +47,75 @@ class BLTObjective:
         # Patches after each row's BOS patch: bytes per global step, as calibration measures it.
         patches = float((patch_lengths[:, 1:] > 0).sum())
         return next_byte_loss(logits, ids, reduction="sum"), {"patches": patches}
+
+
+class EmbeddingDistillObjective(BLTObjective):
+    """`BLTObjective` plus, while the model trains, a pull of the global model's input at each patch toward
+    the source token model's embedding of the token that patch is: stage 1 of `blt byteify` with BPE
+    patching at the source tokenizer's token starts, where patch j of a row is token j of the row as the
+    source tokenizes it (BOS and EOS included), so the frozen blocks get the inputs they were trained on.
+
+    The term is ``weight`` × Σ over patches of ‖h_j − e(t_j)‖² / (D · m), with h_j the global model's input
+    (the encoder's patch state after the input projection), e the source's (frozen) embedding table of
+    shape (V, D) and m the table's mean square entry, so 1 per patch means an error as large as a typical
+    embedding. It is added to the summed next-byte loss, so the training loss and bits per byte logged
+    include it; evaluation (the model in eval mode) does not, so validation bits per byte stay the plain
+    next-byte measure. ``distill`` (the summed term, before ``weight``) is logged with each step.
+    """
+
+    def __init__(self, model: ByteLatentTransformer, patcher: Patcher, embedding: torch.Tensor,
+                 tokenizer: BPETokenizer, weight: float):
+        super().__init__(model, patcher)
+        if embedding.dim() != 2 or embedding.shape[1] != model.cfg.global_model.dim:
+            raise ValueError(f"embedding must be (V, {model.cfg.global_model.dim}), got {tuple(embedding.shape)}")
+        if embedding.shape[0] < tokenizer.vocab_size:
+            raise ValueError(f"the embedding has {embedding.shape[0]} rows, the tokenizer {tokenizer.vocab_size} tokens")
+        if not weight > 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        self.embedding = embedding.detach().float()
+        self.scale = float(self.embedding.pow(2).mean())
+        self.tokenizer = tokenizer
+        self.weight = weight
+        self._inputs: list[torch.Tensor] = []
+        self._capturing = False
+        model.global_model.transformer.layers[0].register_forward_pre_hook(self._capture)
+
+    def _capture(self, module: nn.Module, args: tuple) -> None:
+        if self._capturing:
+            self._inputs.append(args[0])
+
+    def loss_sum(self, model: nn.Module, ids: torch.Tensor,
+                 entropies: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """`BLTObjective.loss_sum`, plus ``weight`` × the distillation term while ``model`` trains."""
+        if not model.training:
+            return super().loss_sum(model, ids, entropies)
+        with torch.autocast(ids.device.type, enabled=False):
+            patch_lengths = self.patcher(ids, entropies.float() if entropies is not None else None)
+        self._inputs.clear()
+        self._capturing = True
+        try:
+            logits = model(ids, patch_lengths)
+        finally:
+            self._capturing = False
+        (inputs,) = self._inputs  # (B, P, D): one global pass
+        self._inputs.clear()
+        distill = self.distill_sum(inputs, patch_lengths, self.tokenizer.tokenize_rows(ids))
+        stats = {"patches": float((patch_lengths[:, 1:] > 0).sum()), "distill": float(distill.detach())}
+        return next_byte_loss(logits, ids, reduction="sum") + self.weight * distill, stats
+
+    def distill_sum(self, inputs: torch.Tensor, patch_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Σ over real patches of ‖h_j − e(t_j)‖² / (D · m). inputs (B, P, D), patch_lengths (B, P), tokens
+        (B, N) right-padded with PAD; every row must have as many patches as tokens (a `ValueError` else)."""
+        patches, count = patch_lengths > 0, (tokens != PAD_ID).sum(dim=1)
+        if not torch.equal(patches.sum(dim=1), count.to(patches.device)):
+            raise ValueError("distillation needs one patch per source token: patch at the source tokenizer's token "
+                             f"starts (patching mode bpe with its tokenizer.json); rows have {patches.sum(1).tolist()} "
+                             f"patches and {count.tolist()} tokens")
+        n = min(inputs.shape[1], tokens.shape[1])
+        tokens = tokens[:, :n].to(inputs.device)
+        target = self.embedding.to(inputs.device)[tokens.clamp(max=self.embedding.shape[0] - 1)]  # (B, n, D)
+        error = (inputs[:, :n].float() - target).pow(2).mean(dim=-1) / self.scale  # (B, n)
+        return (error * patches[:, :n]).sum()
 
 
 class TokenObjective:

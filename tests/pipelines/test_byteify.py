@@ -14,7 +14,7 @@ from blt.model.attention import CausalMask
 from blt.model.byte_latent import PatchLayout
 from blt.pipelines.byteify import byteified_config, byteify, read_token_source
 from blt.pipelines.recipes import RunOptions, train_token_model
-from blt.tokenizer import BOS_ID
+from blt.tokenizer import BOS_ID, PAD_ID
 from tests.baselines.conftest import MICRO_TRAIN_SET
 
 transformers = pytest.importorskip("transformers")
@@ -206,3 +206,74 @@ def test_a_byteified_run_converts_to_transformers_with_the_same_logits(capsys, b
         ours = run.model(ids, lengths)
         theirs = hf(input_ids=ids, patch_lengths=lengths, use_cache=False).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def _distill_objective(source_path, weight=1.0):
+    from blt.baselines.tokenization import BPETokenizer
+    from blt.config import PatchingConfig
+    from blt.patching import Patcher
+    from blt.train.objectives import EmbeddingDistillObjective
+
+    source = read_token_source(source_path)
+    tokenizer = BPETokenizer.load(source_path / "tokenizer.json")
+    model = byteify(source, BLTConfig.preset("tiny").with_overrides(LOCAL_SET + ['patching.mode="bpe"']), seed=0)
+    patcher = Patcher(PatchingConfig(mode="bpe"), tokenizer=tokenizer)
+    return EmbeddingDistillObjective(model, patcher, source.embedding, tokenizer, weight), source, tokenizer
+
+
+def test_distillation_pulls_each_patch_toward_the_embedding_of_its_token(bpe_source, text_data):
+    from blt.data import validation_batches
+    from blt.train.objectives import BLTObjective
+
+    objective, source, tokenizer = _distill_objective(bpe_source, weight=0.5)
+    model = objective.model
+    ids = next(iter(validation_batches(text_data, 64, 4)))
+    lengths = objective.patcher(ids)
+    tokens = tokenizer.tokenize_rows(ids)
+    # BPE patching at the source tokenizer's starts: one patch per token, BOS and EOS included
+    assert (lengths > 0).sum(1).tolist() == (tokens != PAD_ID).sum(1).tolist()
+    exact = source.embedding[tokens[:, :lengths.shape[1]]]
+    assert float(objective.distill_sum(exact, lengths, tokens)) == pytest.approx(0.0, abs=1e-6)
+    doubled = objective.distill_sum(2 * exact, lengths, tokens)  # error = the embedding: 1 per patch on average
+    assert float(doubled) == pytest.approx(float((lengths > 0).sum()) * float(exact.pow(2).mean()) /
+                                           objective.scale, rel=0.2)
+
+    plain = BLTObjective(model, objective.patcher)
+    model.train()
+    total, stats = objective.loss_sum(model, ids)
+    lm, _ = plain.loss_sum(model, ids)
+    assert stats["distill"] > 0 and float(total.detach()) == pytest.approx(float(lm.detach()) + 0.5 * stats["distill"], rel=1e-5)
+    total.backward()
+    assert model.encoder.patch_query_projection.weight.grad is not None  # the encoder is what it moves
+    model.eval()
+    with torch.no_grad():  # evaluation: the plain next-byte loss
+        assert float(objective.loss_sum(model, ids)[0]) == pytest.approx(float(plain.loss_sum(model, ids)[0]))
+    with pytest.raises(ValueError, match="one patch per source token"):
+        objective.distill_sum(exact, torch.ones_like(lengths), tokens)
+
+
+def test_byteify_with_distillation_records_it_and_stays_frozen(capsys, bpe_source, text_data, tmp_path):
+    from blt.run import load
+    from blt.train import read_metrics
+
+    out = tmp_path / "distilled"
+    code, printed, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, out, "--distill", "1"))
+    assert code == 0, err
+    assert "distilling toward its token embeddings (weight 1)" in printed
+    record = json.loads((out / "byteify.json").read_text())
+    assert record["distill_weight"] == 1.0
+    assert all("distill" in m for m in read_metrics(out / "stage1" / "metrics.jsonl") if "loss" in m)
+    stage1 = load(out / "stage1")
+    for name, tensor in read_token_source(bpe_source).blocks.items():
+        assert torch.equal(stage1.model.global_model.transformer.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--distill", "-1"), "--distill must be a finite number >= 0"),
+    (("--distill", "nan"), "argument --distill: 'nan' is not a finite number"),
+    (("--distill", "1", "--patching", "static"), "--distill needs stage 1 to patch at the source's own token starts"),
+])
+def test_bad_distillation_is_one_line(capsys, bpe_source, text_data, tmp_path, extra, message):
+    code, out, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, tmp_path / "out", *extra))
+    assert code == 2, (out, err)
+    assert err.startswith("blt byteify: error: ") and err.count("\n") == 1 and message in err
