@@ -10,7 +10,8 @@ model frozen, the rest with everything training (the global model at ``--global-
 source tokenizer's token starts throughout. The from-scratch BLT has the byteified one's config and
 patching and trains for all of those steps from a random initialisation. Every model is scored on the whole
 validation split (`blt.evaluate.evaluate_run`). Each ``--distill`` weight W > 0 byteifies once more with
-stage 1's distillation toward the source's token embeddings (`blt byteify --distill W`, into ``f<f>-d<W>``);
+stage 1's distillation toward the source's token embeddings (`blt byteify --distill W --distill-loss L`, into
+``f<f>-d<W>-<L>``);
 the from-scratch BLT of a fraction is shared by all of them. FLOPs of the frozen stage are counted as if the global
 model's weights were trained too (they are not: that stage costs less than counted).
 
@@ -72,7 +73,7 @@ def markdown(record: dict) -> str:
              "| FLOPs (share of the source's) | stage 1 distillation | steps (stage 1 + 2) | after stage 1 | "
              "after stage 2 | vs source | from scratch, same FLOPs |", "|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
-        distill = f"weight {r['distill']:g}" if r.get("distill") else "none"
+        distill = f"{r.get('distill_loss') or 'mse'}, weight {r['distill']:g}" if r.get("distill") else "none"
         lines.append(f"| {r['train_flops']:.2e} ({100 * r['fraction']:.0f}%) | {distill} | "
                      f"{r['stage1_steps']} + {r['stage2_steps']} | "
                      f"{r['stage1']['val_bpb']:.3f} | {r['stage2']['val_bpb']:.3f} | "
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--distill", type=float, nargs="+", default=[0.0], metavar="W",
                    help="stage 1's distillation weights to compare (`blt byteify --distill`; 0 = none)")
+    p.add_argument("--distill-loss", choices=["cosine", "mse"], default="cosine", help="`blt byteify --distill-loss`")
     args = p.parse_args(argv)
     data = PreparedData.open(args.data)
     flops, steps, bytes_per_step = pretraining_flops(args.source)
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
     record["settings"]["byteified_train_flops_per_byte"] = per_step / bytes_per_step
     for fraction, weight in [(f, w) for f in args.fractions for w in args.distill]:
         base = args.runs / (f"f{fraction:g}" + (f"-s{args.stage1_share:g}" if args.stage1_share != 0.5 else ""))
-        out = base.with_name(base.name + (f"-d{weight:g}" if weight else ""))
+        out = base.with_name(base.name + (f"-d{weight:g}-{args.distill_loss}" if weight else ""))
         total = max(2, int(fraction * flops / per_step))
         s1 = max(1, round(total * args.stage1_share))
         s2 = total - s1
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
             resume = ["--resume"] if (out / "stage1" / "config.json").is_file() else ["--force"]
             blt_cli("byteify", str(args.source), "--data", str(args.data), "--out", str(out), "--preset", args.preset,
                     "--stage1-steps", str(s1), "--stage2-steps", str(s2), "--global-lr-scale", f"{args.global_lr_scale:g}",
-                    "--precision", args.precision, "--distill", f"{weight:g}", "--quiet", *train_sets(args, warm1),
+                    "--precision", args.precision, "--distill", f"{weight:g}", "--distill-loss", args.distill_loss, "--quiet", *train_sets(args, warm1),
                     *resume)
         scratch = base / "scratch"  # one from-scratch BLT per fraction, whatever the distillation
         if not (scratch / "model.safetensors").is_file():
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
                     "--precision", args.precision, "--quiet", *[a for s in sets for a in ("--set", s)],
                     *train_sets(args, max(1, round(args.warmup_fraction * total))),
                     *(["--resume"] if (scratch / "config.json").is_file() else []))
-        record["runs"].append({"fraction": fraction, "distill": weight, "stage1_steps": s1, "stage2_steps": s2,
+        record["runs"].append({"fraction": fraction, "distill": weight,
+                               "distill_loss": args.distill_loss if weight else None, "stage1_steps": s1, "stage2_steps": s2,
                                "train_flops": total * per_step, "stage1": score(out / "stage1", data),
                                "stage2": score(out / "stage2", data), "scratch": score(scratch, data)})
         args.results.mkdir(parents=True, exist_ok=True)

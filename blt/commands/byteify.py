@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", type=float, default=0.0, metavar="W",
                    help="stage 1: also pull the global model's input at each patch toward the source's embedding of "
                         "that patch's token, with weight W (needs the source's BPE patching; default: 0, off)")
+    p.add_argument("--distill-loss", choices=["cosine", "mse"], default="cosine",
+                   help="--distill's term per patch: 1 - cosine similarity, or squared error over the embeddings' "
+                        "mean square (default: %(default)s)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast or plain fp32 (default: fp32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the BLT's config (e.g. encoder.n_layers=2) or of training "
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, data=args.data, out=args.out, preset=args.preset, stage1_steps=args.stage1_steps,
         stage2_steps=args.stage2_steps, global_lr_scale=args.global_lr_scale, patching=args.patching,
         tokenizer=args.tokenizer, stage2_patching=args.stage2_patching, entropy_model=args.entropy_model,
-        target_patch_size=args.target_patch_size, distill_weight=args.distill, model_overrides=model,
+        target_patch_size=args.target_patch_size, distill_weight=args.distill, distill_loss=args.distill_loss,
+        model_overrides=model,
         train_overrides=[o[len("train."):] for o in args.overrides if o.startswith("train.")],
         precision=args.precision, device=args.device, resume=args.resume, force=args.force, progress=not args.quiet)
     record = train_byteified(opts)

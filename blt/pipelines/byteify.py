@@ -139,6 +139,7 @@ class ByteifyOptions:
     entropy_model: Path | None = None  # for entropy patching in stage 2
     target_patch_size: float | None = None  # stage 2's entropy patching is calibrated to this
     distill_weight: float = 0.0  # stage 1: weight of `EmbeddingDistillObjective`'s term; 0 = next-byte loss only
+    distill_loss: str = "cosine"  # its form: "cosine" or "mse" (`blt.train.objectives.DISTILL_LOSSES`)
     model_overrides: list[str] = field(default_factory=list)
     train_overrides: list[str] = field(default_factory=list)
     precision: str | None = None
@@ -191,7 +192,8 @@ def stage1_objective(opts: ByteifyOptions, source: TokenSource, mode: str, token
 
     def build(model: ByteLatentTransformer, patcher: Patcher) -> EmbeddingDistillObjective:
         device = next(model.parameters()).device
-        return EmbeddingDistillObjective(model, patcher, embedding.to(device), patcher.tokenizer, opts.distill_weight)
+        return EmbeddingDistillObjective(model, patcher, embedding.to(device), patcher.tokenizer, opts.distill_weight,
+                                         opts.distill_loss)
 
     return build
 
@@ -232,10 +234,12 @@ def train_byteified(opts: ByteifyOptions, log=print) -> dict:
                               "to start over")
     opts.out.mkdir(parents=True, exist_ok=True)
     record = {"source": str(opts.source), "source_kind": source.kind, "preset": opts.preset,
-              "global_lr_scale": opts.global_lr_scale, "distill_weight": opts.distill_weight, "stages": {}}
+              "global_lr_scale": opts.global_lr_scale, "distill_weight": opts.distill_weight, "distill_loss": opts.distill_loss if opts.distill_weight else None,
+              "stages": {}}
     stage1 = opts.out / "stage1"
     if not (opts.resume and _finished(stage1)):
-        distilled = f", distilling toward its token embeddings (weight {opts.distill_weight:g})" if objective else ""
+        distilled = (f", distilling toward its token embeddings ({opts.distill_loss}, weight {opts.distill_weight:g})"
+                     if objective else "")
         log(f"byteify: stage 1, {opts.stage1_steps} steps with the source's blocks frozen, {mode} patching"
             f"{distilled} -> {stage1}")
         result = train_blt(_stage_options(opts, "stage1", opts.stage1_steps, source, [f"freeze={json.dumps([GLOBAL_PREFIX])}"]),

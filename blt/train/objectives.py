@@ -6,6 +6,7 @@ Adding a model family (a baseline, say) means adding an objective here, not anot
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from blt.baselines.model import TokenLM
@@ -49,23 +50,36 @@ class BLTObjective:
         return next_byte_loss(logits, ids, reduction="sum"), {"patches": patches}
 
 
+DISTILL_LOSSES = ("cosine", "mse")
+
+
 class EmbeddingDistillObjective(BLTObjective):
     """`BLTObjective` plus, while the model trains, a pull of the global model's input at each patch toward
     the source token model's embedding of the token that patch is: stage 1 of `blt byteify` with BPE
     patching at the source tokenizer's token starts, where patch j of a row is token j of the row as the
     source tokenizes it (BOS and EOS included), so the frozen blocks get the inputs they were trained on.
 
-    The term is ``weight`` × Σ over patches of ‖h_j − e(t_j)‖² / (D · m), with h_j the global model's input
-    (the encoder's patch state after the input projection), e the source's (frozen) embedding table of
-    shape (V, D) and m the table's mean square entry, so 1 per patch means an error as large as a typical
-    embedding. It is added to the summed next-byte loss, so the training loss and bits per byte logged
-    include it; evaluation (the model in eval mode) does not, so validation bits per byte stay the plain
-    next-byte measure. ``distill`` (the summed term, before ``weight``) is logged with each step.
+    With h_j the global model's input (the encoder's patch state after the input projection) and e the
+    source's (frozen) embedding table of shape (V, D), the term per patch is, by ``loss``:
+
+    - ``"cosine"``: 1 − cos(h_j, e(t_j)), in [0, 2]: the direction only;
+    - ``"mse"``: ‖h_j − e(t_j)‖² / (D · m), m the table's mean square entry, so 1 means an error as large
+      as a typical embedding. A new encoder's states are far larger than trained token embeddings (about 50
+      per patch at the start here), so this term's gradient dominates and, through gradient clipping,
+      shrinks every other update (README, byteifying).
+
+    ``weight`` × the sum over patches is added to the summed next-byte loss, so the training loss and bits
+    per byte logged include it; evaluation (the model in eval mode) does not, so validation bits per byte
+    stay the plain next-byte measure. ``distill`` (the summed term, before ``weight``) is logged with each
+    step.
     """
 
     def __init__(self, model: ByteLatentTransformer, patcher: Patcher, embedding: torch.Tensor,
-                 tokenizer: BPETokenizer, weight: float):
+                 tokenizer: BPETokenizer, weight: float, loss: str = "cosine"):
         super().__init__(model, patcher)
+        if loss not in DISTILL_LOSSES:
+            raise ValueError(f"loss must be one of {DISTILL_LOSSES}, not {loss!r}")
+        self.loss = loss
         if embedding.dim() != 2 or embedding.shape[1] != model.cfg.global_model.dim:
             raise ValueError(f"embedding must be (V, {model.cfg.global_model.dim}), got {tuple(embedding.shape)}")
         if embedding.shape[0] < tokenizer.vocab_size:
@@ -104,8 +118,9 @@ class EmbeddingDistillObjective(BLTObjective):
         return next_byte_loss(logits, ids, reduction="sum") + self.weight * distill, stats
 
     def distill_sum(self, inputs: torch.Tensor, patch_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Σ over real patches of ‖h_j − e(t_j)‖² / (D · m). inputs (B, P, D), patch_lengths (B, P), tokens
-        (B, N) right-padded with PAD; every row must have as many patches as tokens (a `ValueError` else)."""
+        """Σ over real patches of the term of ``loss`` (class docstring). inputs (B, P, D), patch_lengths
+        (B, P), tokens (B, N) right-padded with PAD; every row must have as many patches as tokens (a
+        `ValueError` else)."""
         patches, count = patch_lengths > 0, (tokens != PAD_ID).sum(dim=1)
         if not torch.equal(patches.sum(dim=1), count.to(patches.device)):
             raise ValueError("distillation needs one patch per source token: patch at the source tokenizer's token "
@@ -114,7 +129,11 @@ class EmbeddingDistillObjective(BLTObjective):
         n = min(inputs.shape[1], tokens.shape[1])
         tokens = tokens[:, :n].to(inputs.device)
         target = self.embedding.to(inputs.device)[tokens.clamp(max=self.embedding.shape[0] - 1)]  # (B, n, D)
-        error = (inputs[:, :n].float() - target).pow(2).mean(dim=-1) / self.scale  # (B, n)
+        h = inputs[:, :n].float()
+        if self.loss == "cosine":
+            error = 1 - F.cosine_similarity(h, target, dim=-1)  # (B, n)
+        else:
+            error = (h - target).pow(2).mean(dim=-1) / self.scale  # (B, n)
         return (error * patches[:, :n]).sum()
 
 

@@ -208,7 +208,7 @@ def test_a_byteified_run_converts_to_transformers_with_the_same_logits(capsys, b
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def _distill_objective(source_path, weight=1.0):
+def _distill_objective(source_path, weight=1.0, loss="cosine"):
     from blt.baselines.tokenization import BPETokenizer
     from blt.config import PatchingConfig
     from blt.patching import Patcher
@@ -218,7 +218,7 @@ def _distill_objective(source_path, weight=1.0):
     tokenizer = BPETokenizer.load(source_path / "tokenizer.json")
     model = byteify(source, BLTConfig.preset("tiny").with_overrides(LOCAL_SET + ['patching.mode="bpe"']), seed=0)
     patcher = Patcher(PatchingConfig(mode="bpe"), tokenizer=tokenizer)
-    return EmbeddingDistillObjective(model, patcher, source.embedding, tokenizer, weight), source, tokenizer
+    return EmbeddingDistillObjective(model, patcher, source.embedding, tokenizer, weight, loss), source, tokenizer
 
 
 def test_distillation_pulls_each_patch_toward_the_embedding_of_its_token(bpe_source, text_data):
@@ -233,10 +233,16 @@ def test_distillation_pulls_each_patch_toward_the_embedding_of_its_token(bpe_sou
     # BPE patching at the source tokenizer's starts: one patch per token, BOS and EOS included
     assert (lengths > 0).sum(1).tolist() == (tokens != PAD_ID).sum(1).tolist()
     exact = source.embedding[tokens[:, :lengths.shape[1]]]
-    assert float(objective.distill_sum(exact, lengths, tokens)) == pytest.approx(0.0, abs=1e-6)
-    doubled = objective.distill_sum(2 * exact, lengths, tokens)  # error = the embedding: 1 per patch on average
-    assert float(doubled) == pytest.approx(float((lengths > 0).sum()) * float(exact.pow(2).mean()) /
-                                           objective.scale, rel=0.2)
+    real = float((lengths > 0).sum())
+    assert float(objective.distill_sum(exact, lengths, tokens)) == pytest.approx(0.0, abs=1e-4)
+    assert float(objective.distill_sum(2 * exact, lengths, tokens)) == pytest.approx(0.0, abs=1e-4)  # direction only
+    assert float(objective.distill_sum(-exact, lengths, tokens)) == pytest.approx(2 * real, rel=1e-5)
+    mse, _, _ = _distill_objective(bpe_source, loss="mse")
+    assert float(mse.distill_sum(exact, lengths, tokens)) == pytest.approx(0.0, abs=1e-6)
+    doubled = mse.distill_sum(2 * exact, lengths, tokens)  # error = the embedding: about 1 per patch
+    assert float(doubled) == pytest.approx(real * float(exact[:, :, :].pow(2).mean()) / mse.scale, rel=0.2)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        _distill_objective(bpe_source, loss="kl")
 
     plain = BLTObjective(model, objective.patcher)
     model.train()
@@ -259,9 +265,9 @@ def test_byteify_with_distillation_records_it_and_stays_frozen(capsys, bpe_sourc
     out = tmp_path / "distilled"
     code, printed, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, out, "--distill", "1"))
     assert code == 0, err
-    assert "distilling toward its token embeddings (weight 1)" in printed
+    assert "distilling toward its token embeddings (cosine, weight 1)" in printed
     record = json.loads((out / "byteify.json").read_text())
-    assert record["distill_weight"] == 1.0
+    assert record["distill_weight"] == 1.0 and record["distill_loss"] == "cosine"
     assert all("distill" in m for m in read_metrics(out / "stage1" / "metrics.jsonl") if "loss" in m)
     stage1 = load(out / "stage1")
     for name, tensor in read_token_source(bpe_source).blocks.items():
@@ -272,6 +278,7 @@ def test_byteify_with_distillation_records_it_and_stays_frozen(capsys, bpe_sourc
     (("--distill", "-1"), "--distill must be a finite number >= 0"),
     (("--distill", "nan"), "argument --distill: 'nan' is not a finite number"),
     (("--distill", "1", "--patching", "static"), "--distill needs stage 1 to patch at the source's own token starts"),
+    (("--distill", "1", "--distill-loss", "kl"), "argument --distill-loss: invalid choice: 'kl'"),
 ])
 def test_bad_distillation_is_one_line(capsys, bpe_source, text_data, tmp_path, extra, message):
     code, out, err = byteify_cli(capsys, *stage_argv(bpe_source, text_data.path, tmp_path / "out", *extra))
