@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.baselines.model import TokenLM
-from blt.baselines.tokenization import BaselineTokenizer, BPETokenizer, count_token_targets
+from blt.baselines.tokenization import (
+    BaselineTokenizer,
+    BPETokenizer,
+    count_token_targets,
+)
+from blt.errors import DataError
 from blt.model.byte_latent import ByteLatentTransformer, next_byte_loss
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
@@ -123,7 +128,7 @@ class EmbeddingDistillObjective(BLTObjective):
         `ValueError` else)."""
         patches, count = patch_lengths > 0, (tokens != PAD_ID).sum(dim=1)
         if not torch.equal(patches.sum(dim=1), count.to(patches.device)):
-            raise ValueError("distillation needs one patch per source token: patch at the source tokenizer's token "
+            raise DataError("distillation needs one patch per source token: patch at the source tokenizer's token "
                              f"starts (patching mode bpe with its tokenizer.json); rows have {patches.sum(1).tolist()} "
                              f"patches and {count.tolist()} tokens")
         n = min(inputs.shape[1], tokens.shape[1])
