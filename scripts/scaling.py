@@ -14,6 +14,10 @@ Four phases, each a set of `blt compare` runs under ``--runs`` (default ``runs/s
    thing the paper ablated changed (`ABLATIONS`): no hash n-gram embeddings, and the three local layers
    split 2 encoder / 1 decoder instead of 1 / 2. Their baseline is the sweep's BLT-p8 run.
 4. ``budgets``: the larger budgets, each family at its learning rate, seed 0.
+5. ``lrcheck``: at the largest budget, BLT (at 8 bytes per patch, ``--check-patch-sizes``) and BPE
+   (``--check-families``) again at their learning rate times each of ``--check-factors`` (default 0.5): a rate chosen on short runs may be too high for runs 10x
+   longer, and the check says whether the largest budget's gap depends on it. Both families get the same
+   factors; the report gives the gap with each family at its best rate there.
 
 Every member warms up for the same share of its own steps (``--warmup-fraction``). All of it resumes:
 run the same command again and finished runs are skipped, unfinished ones continue from their newest
@@ -55,12 +59,15 @@ def run_dir(runs: Path, budget: float, family: str, lr: float, seed: int) -> Pat
     return runs / f"budget-{budget:.0e}" / f"{family}-lr{lr:g}-seed{seed}"
 
 
-def options(args, budget: float, family: str, lr: float, seed: int) -> CompareOptions:
+def options(args, budget: float, family: str, lr: float, seed: int,
+            patch_sizes: tuple[float, ...] | None = None) -> CompareOptions:
     if family.startswith("ablation-"):
         shape = {"patch_sizes": (ABLATION_PATCH_SIZE,), "baselines": (),
                  "blt_overrides": list(ABLATIONS[family.removeprefix("ablation-")][0])}
     else:
-        shape = FAMILIES[family]
+        shape = dict(FAMILIES[family])
+        if patch_sizes is not None and family == "blt":
+            shape["patch_sizes"] = patch_sizes
     return CompareOptions(
         data=args.data, out=run_dir(args.runs, budget, family, lr, seed), entropy_model=args.entropy_model,
         budget=budget, preset=args.preset, precision=args.precision, evals=args.evals,
@@ -93,14 +100,15 @@ def finished(args, budget: float, family: str, lr: float, seed: int) -> dict | N
     return None
 
 
-def run_compare(args, budget: float, family: str, lr: float, seed: int) -> dict:
+def run_compare(args, budget: float, family: str, lr: float, seed: int,
+                patch_sizes: tuple[float, ...] | None = None) -> dict:
     out = run_dir(args.runs, budget, family, lr, seed)
     done = finished(args, budget, family, lr, seed)
     if done is not None:
         return done
     print(f"scaling: {family} at lr {lr:g}, seed {seed}, budget {budget:.0e} -> {out}", flush=True)
     start = time.perf_counter()
-    result = compare(options(args, budget, family, lr, seed), log=lambda m: print(m, flush=True))
+    result = compare(options(args, budget, family, lr, seed, patch_sizes), log=lambda m: print(m, flush=True))
     print(f"scaling: {out} done in {time.perf_counter() - start:,.0f} s", flush=True)
     return keep(args.results, budget, family, lr, seed, result)
 
@@ -165,6 +173,17 @@ def ablation_rows(args, lrs: dict[str, float] | None) -> list[dict]:
     return rows if len(rows) > 1 else []
 
 
+def lr_check_rows(args, lrs: dict[str, float] | None, rows: list[dict]) -> list[dict]:
+    """At the largest budget, seed 0, every member of the checked families at every rate finished there (its
+    chosen one and the checked ones), each with ``factor`` = its rate over the chosen one."""
+    if not lrs:
+        return []
+    largest = max(args.budgets)
+    out = [dict(r, factor=r["lr"] / lrs[r["family"]]) for r in rows
+           if r["budget"] == largest and r["seed"] == 0 and r["family"] in args.check_families]
+    return out if any(r["factor"] != 1 for r in out) else []
+
+
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least squares y = a + b x -> (a, b)."""
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -216,7 +235,7 @@ def report(args, lrs: dict[str, float] | None) -> None:
                            "entropy_model": str(args.entropy_model)},
               "chosen_lrs": lrs, "gaps": gap_rows, "gap_trend": trend(gap_rows),
               "members": [{k: v for k, v in r.items()} for r in rows],
-              "ablations": ablation_rows(args, lrs)}
+              "ablations": ablation_rows(args, lrs), "lr_check": lr_check_rows(args, lrs, rows)}
     atomic_write_text(args.results / "scaling.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(args.results / "scaling.md", markdown(record) + "\n")
     if main:
@@ -291,7 +310,36 @@ def markdown(record: dict) -> str:
             lines.append(f"| {r['variant']} | {r['val_bpb']:.3f} | {delta} | {r['parameters']['non_embedding'] / 1e6:.2f}M / "
                          f"{r['parameters']['hash_embedding'] / 1e6:.2f}M | {r['train_flops_per_byte'] / 1e6:.2f}M | "
                          f"{r['steps']:,} | {r['found']} |")
+    lines += lr_check_markdown(record.get("lr_check") or [])
     return "\n".join(lines)
+
+
+def lr_check_markdown(check: list[dict]) -> list[str]:
+    """The ``lrcheck`` table: each checked member's validation bits per byte at each rate factor, and the gap
+    (best BLT minus BPE) at the chosen rates against that with each family at its best rate of the check."""
+    if not check:
+        return []
+    budget, factors = check[0]["budget"], sorted({r["factor"] for r in check})
+    lines = ["", f"**Learning-rate check** at {budget:.0e} FLOPs, seed 0: each family's rate from the sweep (x1) and "
+                 "times the factors below", "", "| member | " + " | ".join(f"lr x{f:g}" for f in factors) + " |",
+             "|---|" + "---|" * len(factors)]
+    for name in sorted({r["name"] for r in check}, key=_order):
+        cells = []
+        for f in factors:
+            hit = [r for r in check if r["name"] == name and r["factor"] == f]
+            cells.append(f"{hit[0]['val_bpb']:.3f} (lr {hit[0]['lr']:g})" if hit else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def gap(rows: list[dict]) -> float | None:
+        blt = [r["val_bpb"] for r in rows if r["kind"] == "blt"]
+        bpe = [r["val_bpb"] for r in rows if r["kind"] == "bpe"]
+        return min(blt) - min(bpe) if blt and bpe else None
+
+    at_chosen, at_best = gap([r for r in check if r["factor"] == 1]), gap(check)
+    if at_chosen is not None and at_best is not None:
+        lines += ["", f"Gap, best BLT minus BPE: {at_chosen:+.3f} at the sweep's rates, {at_best:+.3f} with each "
+                      "family at its best rate of this check."]
+    return lines
 
 
 def _order(name: str) -> tuple:
@@ -356,8 +404,15 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument("--evals", type=int, default=5)
-    p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets", "ablations"],
-                   default=["sweep", "seeds", "budgets", "ablations"])
+    p.add_argument("--phases", nargs="+", choices=["sweep", "seeds", "budgets", "ablations", "lrcheck"],
+                   default=["sweep", "seeds", "budgets", "ablations", "lrcheck"])
+    p.add_argument("--check-factors", type=float, nargs="+", default=[0.5],
+                   help="with the lrcheck phase: the rates tried at the largest budget, as factors of each family's")
+    p.add_argument("--check-patch-sizes", type=float, nargs="+", default=[ABLATION_PATCH_SIZE],
+                   help="with the lrcheck phase: the BLT members checked (default: 8 bytes per patch, the best BLT "
+                        "at every budget)")
+    p.add_argument("--check-families", nargs="+", choices=list(FAMILIES), default=["blt", "bpe"],
+                   help="with the lrcheck phase: the families checked")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
                    help="with the budgets phase: only these families' runs (default: all)")
     p.add_argument("--report", action="store_true", help="only rewrite the results from the finished runs")
@@ -389,6 +444,11 @@ def main(argv=None) -> int:
         for budget, family, seed in work:
             run_compare(args, budget, family, lrs["blt" if family.startswith("ablation-") else family], seed)
             report(args, lrs)
+        if "lrcheck" in args.phases:
+            for factor in args.check_factors:
+                for family in args.check_families:
+                    run_compare(args, max(args.budgets), family, lrs[family] * factor, 0, tuple(args.check_patch_sizes))
+                    report(args, lrs)
     report(args, chosen_lrs(args))
     return 0
 

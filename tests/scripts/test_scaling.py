@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +77,30 @@ def test_the_gap_trend_crosses_zero_only_when_it_moves_toward_zero_beyond_the_bu
     assert scaling.trend(rows([-0.1, -0.2, -0.3]))["crossing_flops"] is None  # moving away from zero
     assert scaling.trend(rows([0.3, 0.1, -0.1]))["crossing_flops"] is None  # already crossed inside the budgets
     assert scaling.trend(rows([0.1])[:1]) is None
+
+
+def test_the_lr_check_reports_each_checked_member_by_factor_and_the_gap_at_the_best_rates(tmp_path):
+    scaling = load_script("scaling")
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "scaling" / "comparisons", results / "comparisons")
+    committed = json.loads((ROOT / "results" / "scaling" / "scaling.json").read_text())
+    lrs = committed["chosen_lrs"]
+    at_chosen = {m["name"]: m for m in committed["members"] if m["budget"] == 1e14 and m["seed"] == 0
+                 and m["lr"] == lrs[m["family"]]}
+    run_keys = ("budget", "family", "lr", "seed", "preset", "precision", "bytes_per_step")  # added by `collect`
+    for family, better in (("blt", 0.02), ("bpe", 0.08)):  # half the rate: BPE gains more, so the gap narrows
+        members = [{k: v for k, v in m.items() if k not in run_keys} | {"val_bpb": m["val_bpb"] - better}
+                   for m in at_chosen.values() if m["family"] == family]
+        scaling.kept_path(results, 1e14, family, lrs[family] * 0.5, 0).write_text(json.dumps(
+            {"settings": {"budget": 1e14, "preset": "paper-xs", "precision": "bf16"}, "bytes_per_step": 8192,
+             "members": members}))
+    assert scaling.main(["--report", "--results", str(results), "--runs", str(tmp_path / "no-runs")]) == 0
+    rebuilt = json.loads((results / "scaling.json").read_text())
+    assert rebuilt["chosen_lrs"] == lrs and rebuilt["gaps"] == committed["gaps"]  # the check changes neither
+    check = {(r["name"], r["factor"]): r["val_bpb"] for r in rebuilt["lr_check"]}
+    assert set(check) == {(n, f) for n in ("blt-p6", "blt-p8", "bpe") for f in (0.5, 1.0)}
+    assert check["bpe", 0.5] == pytest.approx(at_chosen["bpe"]["val_bpb"] - 0.08)
+    table = (results / "scaling.md").read_text()
+    gap = at_chosen["blt-p8"]["val_bpb"] - at_chosen["bpe"]["val_bpb"]
+    assert "**Learning-rate check** at 1e+14" in table and f"| bpe | {check['bpe', 0.5]:.3f} (lr 0.002) |" in table
+    assert f"{gap:+.3f} at the sweep's rates, {gap + 0.06:+.3f} with each family at its best" in table
