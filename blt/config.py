@@ -340,6 +340,9 @@ class BLTConfig(_JsonConfig):
         return sorted(BLT_PRESETS)
 
 
+ENTROPY_PRECISIONS = ("fp32", "bf16")  # what `EntropyModel.entropies` may compute in
+
+
 @dataclass(frozen=True)
 class EntropyModelConfig(TransformerConfig):
     """The small causal byte LM whose next-byte entropies place patch boundaries (docs/design.md §2)."""
@@ -350,10 +353,13 @@ class EntropyModelConfig(TransformerConfig):
     vocab_size: int = VOCAB_SIZE
     max_seq_len: int = 512  # bytes per training sequence
     chunk_len: int = 2048  # entropies() processes long inputs in chunks of this many bytes
+    precision: str = "fp32"  # what entropies() computes in: fp32, or bf16 (`blt patch --data --precision bf16`)
 
     def __post_init__(self):
         super().__post_init__()
         _require(self.vocab_size == VOCAB_SIZE, f"vocab_size must be {VOCAB_SIZE}")
+        _require(self.precision in ENTROPY_PRECISIONS,
+                 f"the entropy model's precision must be one of {list(ENTROPY_PRECISIONS)}, got {self.precision!r}")
         _require(self.chunk_len >= 2 and self.max_seq_len >= 2, "chunk_len and max_seq_len must be >= 2")
 
     @classmethod

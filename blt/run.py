@@ -192,8 +192,10 @@ def load(run_dir: str | Path, expect: RunKind | None = None, device: str | torch
                tokenizer=tokenizer)
 
 
-def copy_entropy_model(source_run: Path, run_dir: Path) -> None:
-    """Copy an entropy model's config and final weights into ``run_dir/entropy_model`` (self-contained runs)."""
+def copy_entropy_model(source_run: Path, run_dir: Path, config: EntropyModelConfig | None = None) -> None:
+    """Copy an entropy model's config and final weights into ``run_dir/entropy_model`` (self-contained runs).
+    ``config``: the model config to record instead of the source's (the same weights computing in another
+    precision: `EntropyModelConfig.precision`)."""
     source_run = Path(source_run)
     load(source_run, expect="entropy_model")  # validates before copying
     target = Path(run_dir) / ENTROPY_SUBDIR
@@ -201,6 +203,9 @@ def copy_entropy_model(source_run: Path, run_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy2(source_run / "config.json", tmp / "config.json")
+    if config is not None:
+        record = read_run_config(tmp)
+        atomic_write_text(tmp / "config.json", json.dumps({**record, "model": config.to_dict()}, indent=2) + "\n")
     weights = source_run / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{source_run} has no final {WEIGHTS_FILE}; finish its training first")

@@ -5,11 +5,13 @@ The threshold, when not given, comes from the BLT run's config (if RUN is a BLT 
 same mode), else is calibrated on the input to a target mean patch size (the run's, or 4.5) when the
 input has at least 2 KB, else is the released default θ_g = 1.335 nats. The header says which.
 
-`blt patch --data DIR --entropy-model RUN [--batch-size N]` instead precomputes the entropy model's
-per-byte entropies of every document of a prepared data directory and stores them beside its shards
-(``DIR/entropies/<key>/``, see `blt.data.entropies`), so that `blt train` with that entropy model reads
-them instead of running the entropy model in the loop. It shows progress in bytes/s, can be interrupted
-and rerun to finish, and reuses finished work.
+`blt patch --data DIR --entropy-model RUN [--batch-size N] [--precision bf16]` instead precomputes the
+entropy model's per-byte entropies of every document of a prepared data directory and stores them beside
+its shards (``DIR/entropies/<key>/``, see `blt.data.entropies`), so that `blt train` with that entropy model
+reads them instead of running the entropy model in the loop. It shows progress in bytes/s, can be
+interrupted and rerun to finish, and reuses finished work. Entropies computed in bf16 (faster where the
+hardware has it) get a key of their own and say so in their manifest; a BLT trained on them computes every
+other entropy in bf16 too (`blt.pipelines.recipes.entropy_model_for`).
 
 `blt patch --stats FILE... --entropy-model RUN [--json OUT.json]` instead prints one line per file: bytes,
 patches, bytes per patch, global steps per KB, the file's share of all the bytes and of all the patches (the
@@ -36,7 +38,7 @@ from pathlib import Path
 import torch
 
 from blt.commands._paths import check_output_file
-from blt.config import BLTConfig, PatchingConfig
+from blt.config import ENTROPY_PRECISIONS, BLTConfig, PatchingConfig
 from blt.data import PreparedData
 from blt.errors import BLTError, CheckpointError
 from blt.fileio import atomic_write_bytes, atomic_write_text
@@ -47,10 +49,11 @@ from blt.patching import (
 )
 from blt.patching.calibration import calibration_sample, patch_size_curves, threshold_for_input
 from blt.patching.file_stats import file_stats, format_table, shares
-from blt.patching.precompute import DEFAULT_BATCH_SIZE, precompute_entropies
+from blt.patching.precompute import DEFAULT_BATCH_SIZE, precompute_entropies, with_precision
 from blt.run import ENTROPY_SUBDIR, load, read_run_config
 from blt.tokenizer import encode
 from blt.train import resolve_device
+from blt.train.device import slow_bf16_warning
 from blt.viz import (
     PLOT_BYTES,
     format_stats,
@@ -79,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "for training")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help=f"with --data: documents per entropy-model call (default: {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--precision", choices=list(ENTROPY_PRECISIONS),
+                   help="what the entropy model computes in (default: what RUN records, fp32 for a `blt "
+                        "train-entropy` run); with --data, entropies precomputed in bf16 are kept apart from fp32 "
+                        "ones, and `blt train` patches in the precision of those it finds")
     p.add_argument("--device", help="with --data or --curve: where the entropy model runs (default: cuda if "
                    "available, else cpu)")
     p.add_argument("--curve", type=Path, metavar="OUT.png",
@@ -143,17 +150,22 @@ def read_file(path: Path) -> tuple[bytes, str]:
         raise BLTError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def load_entropy_model(run_dir: Path) -> tuple[EntropyModel, PatchingConfig | None]:
-    """The entropy model of an entropy-model run or of a BLT run (its ``entropy_model/``), and the BLT
-    run's patching config (None for an entropy-model run). A BLT run's own weights are not loaded."""
+def load_entropy_model(run_dir: Path, precision: str | None = None) -> tuple[EntropyModel, PatchingConfig | None]:
+    """The entropy model of an entropy-model run or of a BLT run (its ``entropy_model/``), computing in
+    ``precision`` (default: the one its run records, fp32 unless a BLT run's was precomputed in bf16), and
+    the BLT run's patching config (None for an entropy-model run). A BLT run's own weights are not loaded."""
     record = read_run_config(run_dir)
     if record["kind"] == "entropy_model":
-        return load(run_dir, expect="entropy_model").model, None
-    patching = BLTConfig.from_dict(record["model"]).patching
-    if not (run_dir / ENTROPY_SUBDIR).is_dir():
-        raise CheckpointError(f"{run_dir} is a BLT run without an {ENTROPY_SUBDIR}/ folder; pass the entropy-model "
-                              "run it was patched with")
-    return load(run_dir / ENTROPY_SUBDIR, expect="entropy_model").model, patching
+        model, patching = load(run_dir, expect="entropy_model").model, None
+    else:
+        patching = BLTConfig.from_dict(record["model"]).patching
+        if not (run_dir / ENTROPY_SUBDIR).is_dir():
+            raise CheckpointError(f"{run_dir} is a BLT run without an {ENTROPY_SUBDIR}/ folder; pass the entropy-model "
+                                  "run it was patched with")
+        model = load(run_dir / ENTROPY_SUBDIR, expect="entropy_model").model
+    if precision is not None:
+        with_precision(model, precision)
+    return model, patching
 
 
 def _finite(flag: str, value: float | None, at_least: float | None = None) -> None:
@@ -245,10 +257,13 @@ def precompute(args: argparse.Namespace) -> int:
         raise BLTError(f"--batch-size must be at least 1, got {batch_size}")
     device = choose_device(args)
     data = PreparedData.open(args.data)
-    entropy_model, _ = load_entropy_model(args.entropy_model)
+    entropy_model, _ = load_entropy_model(args.entropy_model, args.precision)
+    if warning := slow_bf16_warning(device, entropy_model.cfg.precision):
+        print(f"blt patch: {warning}", file=sys.stderr)
     report = precompute_entropies(data, entropy_model.to(device), source=args.entropy_model, batch_size=batch_size)
     rate = report.computed_bytes / max(report.seconds, 1e-9)
-    print(f"entropies of {report.documents:,} documents ({report.bytes / 1e6:,.1f} MB) -> {report.path}")
+    print(f"entropies of {report.documents:,} documents ({report.bytes / 1e6:,.1f} MB, computed in "
+          f"{entropy_model.cfg.precision}) -> {report.path}")
     if report.computed_bytes:
         print(f"computed {report.computed_bytes / 1e6:,.1f} MB in {report.seconds:,.1f} s ({rate / 1e6:.3g} MB/s) "
               f"on {device}; reused {report.reused_bytes / 1e6:,.1f} MB finished before")
@@ -274,7 +289,7 @@ def curve(args: argparse.Namespace) -> int:
         raise BLTError("give one sample for --curve: FILE, --text or --data, not several")
     check_options(args)
     device = choose_device(args)
-    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    entropy_model, run_patching = load_entropy_model(args.entropy_model, args.precision)
     max_patch_length = args.max_patch_length or (run_patching.max_patch_length if run_patching else None)
     if args.data is not None:
         seq_len = entropy_model.cfg.max_seq_len
@@ -316,7 +331,7 @@ def file_table(args: argparse.Namespace) -> int:
     empty = [name for data, name in files if not data]
     if empty:
         raise BLTError(f"{empty[0]} is empty: there is nothing to patch")
-    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    entropy_model, run_patching = load_entropy_model(args.entropy_model, args.precision)
     device = choose_device(args)
     entropy_model = entropy_model.to(device)
     measured = []  # (ids, entropies, surprisals) of each file, on the CPU
@@ -360,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.png, "--png")
     check_output_file(args.html, "--html")
     data, name = read_input(args)
-    entropy_model, run_patching = load_entropy_model(args.entropy_model)
+    entropy_model, run_patching = load_entropy_model(args.entropy_model, args.precision)
     ids = encode(data)  # (T,) = BOS + bytes
     entropies = entropy_model.entropies(ids)  # (T,) H_i: entropy of the byte after position i
     config, description = choose_patching(args, run_patching, entropies)

@@ -113,6 +113,11 @@ class EntropiesManifest:
     created_by: str
     updated_at: str  # ISO 8601, UTC
 
+    @property
+    def precision(self) -> str:
+        """What the entropies were computed in (fp32 or bf16): the model config's ``precision``."""
+        return str(self.model_config.get("precision", "fp32"))
+
     def to_json(self) -> str:
         record = {
             "format": FORMAT,
@@ -122,6 +127,7 @@ class EntropiesManifest:
             "entropy_model": {"run": self.entropy_model, "weights_sha256": self.weights_sha256,
                               "config": self.model_config},
             "data_fingerprint": self.data_fingerprint,
+            "precision": self.precision,  # of the computation; stored as float16 either way
             "dtype": "float16",
             "values": "per document of L bytes, L + 2 entropies (nats) of [BOS] bytes [EOS], next-id distributions",
             "part_values": self.part_values,

@@ -22,6 +22,7 @@ train words; `blt finetune` trains on the train part only. Number pairs are spli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -607,10 +608,28 @@ def rank_candidates(scorer, prompts: Sequence[str], candidate_lists: Sequence[Se
     return picks
 
 
-def greedy_answer(scorer, prompt: str, max_bytes: int) -> str:
-    """Greedy generation after ``prompt`` up to the first newline, stripped, as text."""
-    out = scorer.greedy(prompt.encode(), max_bytes, b"\n")
+def greedy_answer(scorer, prompt: str, max_bytes: int, answer: str | None = None) -> str:
+    """Greedy generation after ``prompt`` up to the first newline, stripped, as text. With ``answer``, the
+    generation may stop as soon as its line can no longer be ``answer`` once stripped (`cannot_become`):
+    the result then differs from ``answer`` all the same, so exact match is unchanged."""
+    halt = None if answer is None else functools.partial(cannot_become, answer.encode())
+    out = scorer.greedy(prompt.encode(), max_bytes, b"\n", halt=halt)
     return out.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+
+
+def cannot_become(answer: bytes, out: bytes) -> bool:
+    """Whether no continuation of ``out`` has a first line that, stripped of whitespace, is ``answer``.
+
+    >>> cannot_become(b"c a t", b" c a"), cannot_become(b"cat", b"cat  "), cannot_become(b"cat", b"cow")
+    (False, False, True)
+    """
+    if b"\n" in out:
+        out = out.split(b"\n", 1)[0]
+        return out.strip() != answer
+    line = out.lstrip()
+    if not line:
+        return False
+    return not (answer.startswith(line) or (line.startswith(answer) and line[len(answer):].isspace()))
 
 
 def evaluate_examples(scorer, examples: Sequence[TaskExample], greedy: bool = True) -> TaskScore:
@@ -624,7 +643,7 @@ def evaluate_examples(scorer, examples: Sequence[TaskExample], greedy: bool = Tr
         hits = 0
         for e in examples:
             limit = max(len(c.encode()) for c in e.candidates) + 8
-            hits += greedy_answer(scorer, e.prompt, limit) == e.answer
+            hits += greedy_answer(scorer, e.prompt, limit, e.answer) == e.answer
         exact = hits / len(examples)
     return TaskScore(examples[0].task, len(examples), exact, ranked)
 

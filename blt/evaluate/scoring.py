@@ -31,8 +31,11 @@ class Scorer(Protocol):
         """Sum of log-probabilities (nats) of each continuation's bytes after its prompt."""
         ...
 
-    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
-        """Greedy bytes after the prompt, up to and including ``stop``, at most ``max_bytes``."""
+    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None,
+               halt: Callable[[bytes], bool] | None = None) -> bytes:
+        """Greedy bytes after the prompt, up to and including ``stop``, at most ``max_bytes``. ``halt(out)``
+        True on the bytes so far may end it early: a caller who only needs to know whether the output
+        matches something gives up on it once it cannot (scorers whose generation is cheap may ignore it)."""
         ...
 
 
@@ -81,7 +84,8 @@ def batched_logprob(logits_fn: Callable[[torch.Tensor], torch.Tensor], device: t
 
 class BLTScorer:
     """A BLT run: one forward over ``[BOS] + prompt + continuation`` patched by the run's patcher; greedy
-    generation by the incremental engine (`blt.generation.Engine`)."""
+    generation by the incremental engine (`blt.generation.Engine`), or, for a BLT patched by BPE (whose
+    patching looks ahead), by a full forward per byte, which ``halt`` cuts short."""
 
     def __init__(self, run, batch_size: int = DEFAULT_BATCH_SIZE):
         self.model = run.model
@@ -94,9 +98,15 @@ class BLTScorer:
         return batched_logprob(lambda ids: self.model(ids, self.patcher(ids)), self.device, prompts, continuations,
                                self.batch_size)
 
-    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
-        from blt.generation import Engine
+    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None,
+               halt: Callable[[bytes], bool] | None = None) -> bytes:
+        from blt.generation import Engine, stream_full_recompute
 
+        if self.patcher.config.mode == "bpe":  # no incremental form (`blt.generation.stream`)
+            def ends(out: bytes) -> bool:
+                return bool(stop) and out.endswith(stop) or halt is not None and halt(out)
+
+            return bytes(stream_full_recompute(self.model, self.patcher, bytes(prompt), max_bytes, stop=ends))
         if self._engine is None:
             self._engine = Engine(self.model, self.patcher)
         return self._engine.generate([bytes(prompt)], max_bytes, stop=[stop] if stop else ())[0]
@@ -113,7 +123,8 @@ class EntropyModelScorer:
     def logprob(self, prompts: Sequence[bytes], continuations: Sequence[bytes]) -> list[float]:
         return batched_logprob(self.model, self.device, prompts, continuations, self.batch_size)
 
-    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
+    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None,
+               halt: Callable[[bytes], bool] | None = None) -> bytes:
         return bytes(stream(self.run, prompt, max_bytes, stop=[stop] if stop else []))
 
 
@@ -127,7 +138,8 @@ class TokenModelScorer:
         _check_pairs(prompts, continuations)
         return list(token_logprob(self.run, list(prompts), list(continuations)))
 
-    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None) -> bytes:
+    def greedy(self, prompt: bytes, max_bytes: int, stop: bytes | None = None,
+               halt: Callable[[bytes], bool] | None = None) -> bytes:
         return token_greedy(self.run, prompt, max_bytes, stop)
 
 

@@ -22,6 +22,7 @@ from blt.model.cache import LayerCache
 from blt.model.layers import CausalLM
 from blt.tokenizer import document_ids
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # `EntropyModelConfig.precision` -> compute dtype
 DEFAULT_BATCH_SIZE = 64  # rows per call of `EntropyModel.entropies`
 QUERIES_PER_CALL = 512  # rows x chunk length that `EntropyModel.default_chunk_len` aims at
 MIN_CHUNK_LEN = 64  # shorter chunks cost more in per-call overhead than they save in attention
@@ -63,7 +64,7 @@ class EntropyModel(CausalLM):
         ids: torch.Tensor,
         chunk_len: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Next-byte entropies in nats. ids (B, T) or (T,) -> float32 (B, T) or (T,).
 
@@ -71,10 +72,11 @@ class EntropyModel(CausalLM):
         `default_chunk_len`); memory is bounded by chunk_len * (chunk_len + window) per row. Any chunk
         length gives the same entropies as one full pass.
 
-        ``dtype`` is the compute precision: float32 (exact), or bfloat16 / float16 under autocast (faster
-        where the hardware has fast bf16). Low-precision entropies differ from float32 ones by a few
-        hundredths of a nat, so a byte whose entropy is that close to the threshold lands on the other side
-        of it: patch boundaries may move slightly (measurements in benchmarks/README.md).
+        ``dtype`` is the compute precision (default: the config's ``precision``): float32 (exact), or
+        bfloat16 / float16 under autocast (faster where the hardware has fast bf16). Low-precision
+        entropies differ from float32 ones by a few hundredths of a nat, so a byte whose entropy is that
+        close to the threshold lands on the other side of it: patch boundaries may move slightly
+        (measurements in benchmarks/README.md).
         """
         return self._per_position(ids, chunk_len, batch_size, dtype, surprisals=False)[0]
 
@@ -84,15 +86,16 @@ class EntropyModel(CausalLM):
         ids: torch.Tensor,
         chunk_len: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`entropies`, and from the same pass the surprisal of each next id, ``-log p_i(ids[i + 1])`` in
         nats (the model's loss on it; NaN at the last position, which has no next id). Both float32, shaped
         like ``ids``."""
         return self._per_position(ids, chunk_len, batch_size, dtype, surprisals=True)
 
-    def _per_position(self, ids: torch.Tensor, chunk_len: int | None, batch_size: int, dtype: torch.dtype, *,
+    def _per_position(self, ids: torch.Tensor, chunk_len: int | None, batch_size: int, dtype: torch.dtype | None, *,
                       surprisals: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dtype = DTYPES[self.cfg.precision] if dtype is None else dtype
         squeeze = ids.dim() == 1
         ids = ids[None] if squeeze else ids
         if ids.dim() != 2:

@@ -9,6 +9,7 @@ rest; a file that the manifest does not list is never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from blt.config import ENTROPY_PRECISIONS
 from blt.data.entropies import (
     DTYPE,
     MANIFEST_NAME,
@@ -67,9 +69,21 @@ def weights_sha256(model: nn.Module) -> str:
 
 def entropy_model_key(model: EntropyModel) -> str:
     """The name of an entropy model's directory under ``entropies/``: 16 hex digits of the sha256 of its
-    config and weights (the config too, since e.g. its attention window changes the entropies)."""
-    config = json.dumps(model.cfg.to_dict(), sort_keys=True)
-    return hashlib.sha256(f"{config}\n{weights_sha256(model)}".encode()).hexdigest()[:16]
+    config and weights (the config too, since e.g. its attention window or its precision changes the
+    entropies). The default precision, fp32, is left out of the hash, so its keys are those of configs that
+    had no precision field."""
+    config = model.cfg.to_dict()
+    if config.get("precision") == "fp32":
+        del config["precision"]
+    text = json.dumps(config, sort_keys=True)
+    return hashlib.sha256(f"{text}\n{weights_sha256(model)}".encode()).hexdigest()[:16]
+
+
+def with_precision(model: EntropyModel, precision: str) -> EntropyModel:
+    """``model`` with its config's ``precision`` set (in place: the weights are the same), which
+    `EntropyModel.entropies` computes in and `entropy_model_key` hashes."""
+    model.cfg = dataclasses.replace(model.cfg, precision=precision)
+    return model
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,8 @@ def precompute_entropies(
 
     Args:
         data: an opened prepared directory; the entropies are written inside it.
-        entropy_model: runs on its own device, in float32; put it in eval mode.
+        entropy_model: runs on its own device, in its config's precision (`with_precision`); put it in eval
+            mode.
         source: the run directory it was loaded from, recorded in the manifest for people to read.
         batch_size: documents per entropy-model call (fewer when they are long).
         part_values: values per part file for a new directory (default: 2**20, or more to keep to about
@@ -248,6 +263,18 @@ def find_entropies(data: PreparedData, entropy_model: EntropyModel, *, verify: b
     return PrecomputedEntropies.open(data, key, verify=verify, splits=splits)
 
 
+def precomputed_precisions(data: PreparedData, entropy_model: EntropyModel) -> list[str]:
+    """The precisions in which entropies of ``entropy_model``'s weights and config (but for its precision) have
+    been precomputed in ``data``, complete or not; the model's own first. Leaves the model as it was."""
+    own = entropy_model.cfg.precision
+    found = []
+    for precision in (own, *(p for p in ENTROPY_PRECISIONS if p != own)):
+        if (data.path / ENTROPIES_DIR / entropy_model_key(with_precision(entropy_model, precision))).is_dir():
+            found.append(precision)
+    with_precision(entropy_model, own)
+    return found
+
+
 def usable_entropies(data: PreparedData, entropy_model: EntropyModel, log: Callable[[str], None],
                  fallback: str, splits: tuple[str, ...] = SPLITS) -> PrecomputedEntropies | None:
     """`find_entropies`, but None instead of a `DataError` for entropies that can't be used; logs one line saying
@@ -259,8 +286,8 @@ def usable_entropies(data: PreparedData, entropy_model: EntropyModel, log: Calla
         log(f"entropies: {fallback}, since {err}")
         return None
     if stored is None:
-        log(f"entropies: {fallback} (none precomputed for this entropy model in {data.path}; "
-            f"`blt patch --data {data.path} --entropy-model RUN` precomputes them)")
+        log(f"entropies: {fallback} (none precomputed in {entropy_model.cfg.precision} for this entropy model in "
+            f"{data.path}; `blt patch --data {data.path} --entropy-model RUN` precomputes them)")
     else:
-        log(f"entropies: precomputed in {stored.path}")
+        log(f"entropies: precomputed ({stored.manifest.precision}) in {stored.path}")
     return stored

@@ -56,6 +56,7 @@ from blt.pipelines.recipes import (
     CALIBRATION_ROWS,
     RunOptions,
     calibrate_on_training_data,
+    entropy_model_for,
     precomputed_entropies,
     train_blt,
     train_token_model,
@@ -246,7 +247,7 @@ class TrainingBatches:
     entropy model (or read from precomputed ones) and shared by the BLT members' plans."""
 
     def __init__(self, data: PreparedData, tcfg: TrainConfig, entropy_model_run: Path):
-        self.entropy_model = load(entropy_model_run, expect="entropy_model").model
+        self.entropy_model = entropy_model_for(entropy_model_run, data, log=lambda message: None)  # as `train_blt`
         self.stored = precomputed_entropies(data, self.entropy_model, lambda message: None)
         self._iterator = iter(ByteBatchIterator(data, "train", seq_len=tcfg.seq_len, batch_size=tcfg.batch_size,
                                                 seed=tcfg.seed, entropies=self.stored, order=tcfg.row_order))

@@ -45,7 +45,7 @@ from blt.patching.calibration import (
 )
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
-from blt.patching.precompute import usable_entropies
+from blt.patching.precompute import precomputed_precisions, usable_entropies, with_precision
 from blt.run import (
     CONFIG_CLASSES,
     ENTROPY_SUBDIR,
@@ -248,6 +248,23 @@ def train_entropy_model(opts: RunOptions) -> TrainResult:
     return result
 
 
+def entropy_model_for(entropy_run: Path, data: PreparedData, device: torch.device | str = "cpu",
+                      precision: str | None = None, log=print) -> EntropyModel:
+    """The entropy model of ``entropy_run`` as a BLT run on ``data`` patches with it: computing in
+    ``precision`` (fp32 or bf16) when one is asked for; otherwise in the precision its entropies were
+    precomputed in beside the data (`blt patch --data --precision`), its own (fp32) first, so that
+    calibration, training and every later evaluation of the run use entropies made alike."""
+    model = load(entropy_run, expect="entropy_model", device=device).model
+    if precision is not None:
+        return with_precision(model, precision)
+    found = precomputed_precisions(data, model)
+    if found and found[0] != model.cfg.precision:
+        log(f"entropies: precomputed in {found[0]} for this entropy model; the run computes any others in "
+            f"{found[0]} too")
+        with_precision(model, found[0])
+    return model
+
+
 def precomputed_entropies(data: PreparedData, entropy_model: EntropyModel, log=print) -> PrecomputedEntropies | None:
     """The entropies of ``entropy_model`` precomputed in ``data`` (`blt patch --data`), or None when there
     are none or they can't be used (unfinished, stale, corrupt): patches are then placed by running the
@@ -299,14 +316,17 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
               log=print, tokenizer_file: Path | None = None,
               bpe_vocab_size: int = PATCHING_BPE_VOCAB_SIZE,
               init_model: Callable[[ByteLatentTransformer], None] | None = None,
-              objective: Callable[[ByteLatentTransformer, Patcher], Objective] | None = None) -> TrainResult:
+              objective: Callable[[ByteLatentTransformer, Patcher], Objective] | None = None,
+              entropy_precision: str | None = None) -> TrainResult:
     """Train (or resume) a BLT into ``opts.out``.
 
     ``patching`` holds PatchingConfig fields to change from the preset's (mode, threshold,
     target_patch_size, ...); a target patch size is turned into a threshold by calibrating on the
     training data with the entropy model of ``entropy_run``, which is copied into the run. Entropies
     precomputed for that entropy model beside the data (`blt patch --data`) are used for calibration
-    and training; without them the entropy model runs during training.
+    and training; without them the entropy model runs during training. The entropy model computes in
+    ``entropy_precision`` (fp32 or bf16), or by default in the precision of those precomputed entropies
+    (`entropy_model_for`); the run's copy of it records that precision for evaluation and generation.
 
     BPE patching (mode "bpe") places patches at the token starts of a byte-level BPE: the one saved in
     ``tokenizer_file`` (e.g. a `blt train-baseline --kind bpe` run's ``tokenizer.json``), or one of
@@ -344,7 +364,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
         if cfg.patching.uses_entropy_model:
             if entropy_run is None:
                 raise BLTError(f"patching mode {cfg.patching.mode} needs --entropy-model RUN (train one with `blt train-entropy`)")
-            entropy_model = load(entropy_run, expect="entropy_model", device=device).model
+            entropy_model = entropy_model_for(entropy_run, data, device, entropy_precision, main_log)
             stored = precomputed_entropies(data, entropy_model, main_log)
             calibrated, size = calibrate_on_training_data(cfg.patching, entropy_model, data, tcfg.seq_len,
                                                           seed=tcfg.seed, entropies=stored)
@@ -359,7 +379,7 @@ def train_blt(opts: RunOptions, patching: dict | None = None, entropy_run: Path 
             extra = {"train": tcfg.to_dict(), "data": str(opts.data)}
             if entropy_model is not None:  # which entropies it patches by, so that a resume patches alike
                 extra[ENTROPIES_RECORD] = stored.key if stored is not None else None
-                copy_entropy_model(entropy_run, opts.out)
+                copy_entropy_model(entropy_run, opts.out, entropy_model.cfg)
             if tokenizer is not None:
                 tokenizer.save(opts.out / TOKENIZER_FILE)
                 extra["patching_tokenizer"] = tokenizer.describe()

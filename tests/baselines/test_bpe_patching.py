@@ -4,6 +4,7 @@ resuming patch the same way."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -13,6 +14,8 @@ import blt
 from blt.baselines.tokenization import TOKENIZER_FILE, BPETokenizer
 from blt.cli import main
 from blt.data import validation_batches
+from blt.evaluate.char_tasks import cannot_become
+from blt.evaluate.scoring import scorer_for
 from blt.flops import run_cost
 from blt.generation import stream, stream_full_recompute
 from blt.patching import lengths_from_start_mask, start_mask_bpe
@@ -62,6 +65,13 @@ def test_train_with_bpe_patching_keeps_its_tokenizer(text_data, bpe, tmp_path, c
     assert samples == [bytes(stream(run, p, 5, temperature=1.0, seed=3 + i)) for i, p in enumerate([b"def ", b"x = "])]
     assert main(["generate", str(out), "--prompt", "def ", "--max-bytes", "4", "--samples", "2",
                  "--temperature", "1"]) == 0
+    # Scoring greedy answers takes it too, and gives up on an answer as soon as it cannot match any more.
+    scorer = scorer_for(run)
+    assert scorer.greedy(b"def ", 6) == expected
+    assert scorer.greedy(b"def ", 6, halt=lambda out: len(out) == 2) == expected[:2]
+    wrong = b"~" + expected  # never the greedy line: generation stops at the first prefix that rules it out
+    stop_at = next((n for n in range(1, len(expected) + 1) if cannot_become(wrong, expected[:n])), len(expected))
+    assert scorer.greedy(b"def ", 6, halt=functools.partial(cannot_become, wrong)) == expected[:stop_at]
 
     # Finetuning keeps the tokenizer with the weights.
     words = tmp_path / "words.txt"

@@ -82,7 +82,7 @@ def test_eval_uses_precomputed_entropies_and_matches_the_trainers_validation(blt
     with monkeypatch.context() as patch:
         no_entropy_model_calls(patch)
         result = evaluate_run(run, data, seq_len=SEQ_LEN, batch_size=8, log=logs.append)
-    assert logs == [f"entropies: precomputed in {stored.path}"] and result.entropies == "precomputed"
+    assert logs == [f"entropies: precomputed (fp32) in {stored.path}"] and result.entropies == "precomputed"
     assert patches.rows[:len(val_patches)] == val_patches  # the trainer's last batch has fewer padding rows
     assert all(row == [1] for row in patches.rows[len(val_patches):])  # [BOS, PAD, ...]
     assert result.bits_per_byte == pytest.approx(val_bpb, rel=1e-6)
@@ -137,7 +137,7 @@ def test_blt_eval_reports_the_trainers_validation_bpb(blt_run, data, tmp_path, c
     args = ["eval", str(blt_run), "--data", str(data.path), "--batch-size", str(cfg.batch_size),
             "--batches", str(cfg.eval_batches), "--json", str(tmp_path / "e.json")]
     assert main(args) == 0
-    assert f"entropies: precomputed in {stored.path}" in capsys.readouterr().out
+    assert f"entropies: precomputed (fp32) in {stored.path}" in capsys.readouterr().out
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["entropies"] == "precomputed" and result["sequences"] == cfg.batch_size * cfg.eval_batches
     assert result["bits_per_byte"] == pytest.approx(val_bpb, rel=1e-6)
@@ -196,7 +196,7 @@ def test_eval_opens_and_verifies_only_the_split_it_reads(blt_run, data):
 
     logs: list[str] = []
     on_val = evaluate_run(load(blt_run), data, seq_len=SEQ_LEN, max_batches=1, log=logs.append)
-    assert logs == [f"entropies: precomputed in {stored.path}"] and on_val.entropies == "precomputed"
+    assert logs == [f"entropies: precomputed (fp32) in {stored.path}"] and on_val.entropies == "precomputed"
     logs.clear()
     on_train = evaluate_run(load(blt_run), data, seq_len=SEQ_LEN, max_batches=1, split="train", log=logs.append)
     assert len(logs) == 1 and "is corrupt" in logs[0] and on_train.entropies == "entropy model"

@@ -12,6 +12,7 @@ from blt.errors import BLTError
 from blt.evaluate.char_tasks import (
     TASKS,
     TaskExample,
+    cannot_become,
     clean_words,
     evaluate_examples,
     load_split,
@@ -175,7 +176,7 @@ class AnswerKeyScorer:
         return [0.0 if c.decode() == TaskExample.continuation(self.preferred[p.decode()]) else -5.0
                 for p, c in zip(prompts, continuations)]
 
-    def greedy(self, prompt, max_bytes, stop=None):
+    def greedy(self, prompt, max_bytes, stop=None, halt=None):
         return (TaskExample.continuation(self.preferred[prompt.decode()])[:max_bytes]).encode()
 
 
@@ -213,3 +214,28 @@ def test_rank_candidates_per_byte():
     candidates = [["a", "bbbbbbbb"]]
     assert rank_candidates(LengthScorer(), ["p"], candidates, continuation=lambda c: c) == [0]  # -1 vs -6
     assert rank_candidates(LengthScorer(), ["p"], candidates, continuation=lambda c: c, per_byte=True) == [1]
+
+
+@pytest.mark.parametrize("out, ruled_out", [
+    (b"", False), (b"  ", False), (b" c", False), (b"c a t", False), (b"c a t  ", False), (b"c a t\n", False),
+    (b" c a t \nmore", False), (b"c a x", True), (b"c a tt", True), (b"c a t s", True), (b"\n", True),
+    (b"c a\n", True), (b"x", True),
+])
+def test_an_answer_is_given_up_only_once_no_continuation_can_match_it(out, ruled_out):
+    assert cannot_become(b"c a t", out) == ruled_out
+
+
+def test_giving_up_early_does_not_change_exact_match(split):
+    """A scorer that honours ``halt`` counts the same hits as one that generates every byte."""
+    examples = make_examples("substitute_char", split, n=20, shots=1, seed=0)
+    answers = {e.prompt: (e.answer if i % 2 else e.answer[::-1] + "x") for i, e in enumerate(examples)}
+
+    class Halting(AnswerKeyScorer):
+        def greedy(self, prompt, max_bytes, stop=None, halt=None):
+            full = super().greedy(prompt, max_bytes, stop)
+            for n in range(1, len(full) + 1):
+                if halt is not None and halt(full[:n]):
+                    return full[:n]
+            return full
+
+    assert evaluate_examples(Halting(answers), examples) == evaluate_examples(AnswerKeyScorer(answers), examples)

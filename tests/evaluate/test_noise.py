@@ -137,7 +137,7 @@ class MemorizingScorer:
                 out.append(0.0 if (p + c).decode() in self.texts else -float(len(c)))
         return out
 
-    def greedy(self, prompt, max_bytes, stop=None):
+    def greedy(self, prompt, max_bytes, stop=None, halt=None):
         return b""
 
 

@@ -4,6 +4,8 @@ entropy model when they exist (without running that model) and falls back to the
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,14 +14,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from blt.cli import main
 from blt.config import PatchingConfig
 from blt.data import ByteBatchIterator, PreparedData
 from blt.errors import DataError
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching import EntropyModel, Patcher
-from blt.patching.precompute import find_entropies, precompute_entropies
+from blt.patching.precompute import (
+    entropy_model_key,
+    find_entropies,
+    precompute_entropies,
+    precomputed_precisions,
+    weights_sha256,
+)
 from blt.pipelines.recipes import RunOptions, precomputed_entropies, train_blt
-from blt.run import write_run_config
+from blt.run import load, write_run_config
 from blt.tokenizer import BOS_ID
 from blt.train.objectives import BLTObjective
 from tests.train.conftest import micro_blt_config, micro_entropy_config
@@ -141,7 +150,7 @@ def test_train_blt_uses_precomputed_entropies_when_they_exist(data, entropy_mode
         no_entropy_model_calls(patch)  # calibration, training and validation all read the stored entropies
         logs.clear()
         result = train(data, tmp_path / "precomputed", entropy_run, logs)
-        assert f"entropies: precomputed in {report.path}" in logs and result.step == 2
+        assert f"entropies: precomputed (fp32) in {report.path}" in logs and result.step == 2
         assert any(line.startswith("patching: entropy, threshold") for line in logs)
         logs.clear()
         resumed = train(data, tmp_path / "precomputed", entropy_run, logs, steps=3, resume=True)  # the run's copy
@@ -162,3 +171,43 @@ def test_train_blt_uses_precomputed_entropies_when_they_exist(data, entropy_mode
     # a run that patches by them refuses to go on with entropies it would patch differently by
     with pytest.raises(DataError, match="this run patches by the entropies precomputed in .* can't be used now"):
         train(data, tmp_path / "precomputed", entropy_run, logs, steps=4, resume=True)
+
+
+def test_entropies_precomputed_in_bf16_have_their_own_key_and_a_run_on_them_computes_in_bf16(data, entropy_model,
+                                                                                             tmp_path, monkeypatch):
+    """`blt patch --data --precision bf16` keeps bf16 entropies apart from fp32 ones (the fp32 key is the one
+    of a config without a precision field); a BLT trained where only bf16 ones exist patches by them, and its
+    copy of the entropy model computes in bf16, so evaluating the run later patches alike."""
+
+    entropy_run = tmp_path / "ent"
+    write_run_config(entropy_run, "entropy_model", entropy_model.cfg)
+    save_file(entropy_model.state_dict(), entropy_run / "model.safetensors")
+    fp32_key = entropy_model_key(entropy_model)
+    config = {k: v for k, v in entropy_model.cfg.to_dict().items() if k != "precision"}
+    assert fp32_key == hashlib.sha256(f"{json.dumps(config, sort_keys=True)}\n{weights_sha256(entropy_model)}"
+                                      .encode()).hexdigest()[:16]
+
+    assert main(["patch", "--data", str(data.path), "--entropy-model", str(entropy_run), "--precision", "bf16"]) == 0
+    bf16_dirs = [d for d in (data.path / "entropies").iterdir()]
+    assert len(bf16_dirs) == 1 and bf16_dirs[0].name != fp32_key
+    manifest = json.loads((bf16_dirs[0] / "manifest.json").read_text())
+    assert manifest["precision"] == "bf16" and manifest["entropy_model"]["config"]["precision"] == "bf16"
+    assert find_entropies(data, entropy_model) is None and precomputed_precisions(data, entropy_model) == ["bf16"]
+    assert entropy_model.cfg.precision == "fp32"  # looking did not change the model
+
+    bf16 = EntropyModel(dataclasses.replace(entropy_model.cfg, precision="bf16")).eval()
+    bf16.load_state_dict(entropy_model.state_dict())
+    ids = torch.randint(4, 260, (2, 100), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(bf16.entropies(ids), entropy_model.entropies(ids, dtype=torch.bfloat16))
+    assert not torch.equal(bf16.entropies(ids), entropy_model.entropies(ids))
+
+    logs: list[str] = []
+    with monkeypatch.context() as patch:
+        no_entropy_model_calls(patch)
+        train(data, tmp_path / "run", entropy_run, logs)
+    assert "entropies: precomputed in bf16 for this entropy model; the run computes any others in bf16 too" in logs
+    assert f"entropies: precomputed (bf16) in {bf16_dirs[0]}" in logs
+    run = load(tmp_path / "run")
+    assert run.entropy_model.cfg.precision == "bf16" and json.loads(
+        (tmp_path / "run" / "config.json").read_text())["precomputed_entropies"] == bf16_dirs[0].name
+    assert load(entropy_run).model.cfg.precision == "fp32"  # the entropy model's own run is left as it was
