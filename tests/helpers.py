@@ -75,12 +75,12 @@ def scaled_entropy_model(seed: int = 1) -> EntropyModel:
 
 
 
-def load_script(name: str):
-    """The module of ``scripts/<name>.py`` (the scripts are not a package)."""
+def load_script(name: str, folder: str = "scripts"):
+    """The module of ``<folder>/<name>.py`` (scripts and benchmarks are not packages)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"{name}_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
