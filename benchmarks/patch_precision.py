@@ -86,8 +86,8 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
             record["precisions"][precision] = {"bytes": report.bytes, "seconds": seconds,
                                                "bytes_per_s": report.bytes / seconds, "key": report.key}
-            print(f"{precision}: {report.bytes / 1e6:,.1f} MB in {seconds:,.1f} s, {report.bytes / seconds / 1e3:,.1f} KB/s",
-                  flush=True)
+            rate = report.bytes / seconds / 1e3
+            print(f"{precision}: {report.bytes / 1e6:,.1f} MB in {seconds:,.1f} s, {rate:,.1f} KB/s", flush=True)
             stored[precision] = {split: values(PrecomputedEntropies.open(data, report.key), split)
                                  for split in ("train", "val")}
     speed = record["precisions"]
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
         record["patches"].append({"target_patch_size": size, "threshold": threshold, "moved_starts": moved,
                                   "patches": patches})
         print(f"patch size {size:g} (threshold {threshold:.3f} nats): {moved:,} of {patches:,} patch starts move")
-    print(f"bf16 {record['bf16_speedup']:.2f}x fp32; entropies differ by at most {record['max_abs_difference_nats']:.3f} nats")
+    print(f"bf16 {record['bf16_speedup']:.2f}x fp32; entropies differ by at most "
+          f"{record['max_abs_difference_nats']:.3f} nats")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
