@@ -47,12 +47,20 @@ class BLTObjective:
         ``entropies`` (B, T): the entropy-model entropies of ``ids``, as the data iterators yield them when
         the data has precomputed entropies; None computes them here (entropy patching modes only).
         """
-        with torch.autocast(ids.device.type, enabled=False):  # boundaries are decided in fp32
-            patch_lengths = self.patcher(ids, entropies.float() if entropies is not None else None)
+        patch_lengths = self.patch_lengths(ids, entropies)
         logits = model(ids, patch_lengths)
-        # Patches after each row's BOS patch: bytes per global step, as calibration measures it.
-        patches = float((patch_lengths[:, 1:] > 0).sum())
-        return next_byte_loss(logits, ids, reduction="sum"), {"patches": patches}
+        return next_byte_loss(logits, ids, reduction="sum"), {"patches": patches_after_bos(patch_lengths)}
+
+    def patch_lengths(self, ids: torch.Tensor, entropies: torch.Tensor | None) -> torch.Tensor:
+        """The patcher's patch lengths (B, P) of ids (B, T), decided outside autocast (the entropy model
+        computes in its own precision: `EntropyModelConfig.precision`)."""
+        with torch.autocast(ids.device.type, enabled=False):
+            return self.patcher(ids, entropies.float() if entropies is not None else None)
+
+
+def patches_after_bos(patch_lengths: torch.Tensor) -> float:
+    """Patches after each row's BOS patch: bytes per global step, as calibration measures it."""
+    return float((patch_lengths[:, 1:] > 0).sum())
 
 
 DISTILL_LOSSES = ("cosine", "mse")
@@ -108,8 +116,7 @@ class EmbeddingDistillObjective(BLTObjective):
         """`BLTObjective.loss_sum`, plus ``weight`` × the distillation term while ``model`` trains."""
         if not model.training:
             return super().loss_sum(model, ids, entropies)
-        with torch.autocast(ids.device.type, enabled=False):
-            patch_lengths = self.patcher(ids, entropies.float() if entropies is not None else None)
+        patch_lengths = self.patch_lengths(ids, entropies)
         self._inputs.clear()
         self._capturing = True
         try:
@@ -119,7 +126,7 @@ class EmbeddingDistillObjective(BLTObjective):
         (inputs,) = self._inputs  # (B, P, D): one global pass
         self._inputs.clear()
         distill = self.distill_sum(inputs, patch_lengths, self.tokenizer.tokenize_rows(ids))
-        stats = {"patches": float((patch_lengths[:, 1:] > 0).sum()), "distill": float(distill.detach())}
+        stats = {"patches": patches_after_bos(patch_lengths), "distill": float(distill.detach())}
         return next_byte_loss(logits, ids, reduction="sum") + self.weight * distill, stats
 
     def distill_sum(self, inputs: torch.Tensor, patch_lengths: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
