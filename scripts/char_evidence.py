@@ -164,10 +164,13 @@ def noise_rows(record: dict, names: list[str]) -> list[dict]:
     return rows
 
 
+PAIRING = "equal pretraining FLOPs"
+
+
 def markdown(record: dict, names: list[str]) -> str:
     s = record["settings"]
     a, b = names
-    lines = [f"{a} (`{s['runs'][a]}`) against {b} (`{s['runs'][b]}`), equal pretraining FLOPs.",
+    lines = [f"{a} (`{s['runs'][a]}`) against {b} (`{s['runs'][b]}`), {s.get('pairing', PAIRING)}.",
              f"Finetuned alike on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
              f"(learning rate: half of each model's pretraining peak), {s['steps']} steps; scored on {s['questions']} "
              f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
@@ -215,7 +218,7 @@ def report(args, names: list[str], runs: dict[str, Path]) -> None:
     record = collect(args.results, names)
     record["settings"] = {"runs": {n: str(p) for n, p in runs.items()}, "tasks": TASKS, "steps": args.steps,
                           "eval_every": args.eval_every, "examples": args.examples, "questions": args.questions,
-                          "shots": args.shots, "seed": args.seed, "passages": args.passages,
+                          "shots": args.shots, "seed": args.seed, "passages": args.passages, "pairing": args.pairing,
                           "held_out_fraction": HELD_OUT_FRACTION, "split_seed": SPLIT_SEED, "noises": list(NOISES)}
     record["noise"] = noise_rows(record, names)
     atomic_write_text(args.results / "char_tasks.json", json.dumps(record, indent=1) + "\n")
@@ -241,6 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--passages", type=int, default=200, help="passages for the noise evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phases", nargs="+", choices=["noise", "curve"], default=["noise", "curve"])
+    p.add_argument("--pairing", default=PAIRING,
+                   help="what the two models have in common, for the report's first line (default: %(default)s)")
     p.add_argument("--report", action="store_true", help="only rewrite the results from the kept points")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
