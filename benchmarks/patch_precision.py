@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from blt.allocator import keep_freed_memory
+from blt.bench.common import machine_info
 from blt.data import PreparedData
 from blt.data.entropies import PrecomputedEntropies
 from blt.fileio import atomic_write_text
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     model = load(args.entropy_model, expect="entropy_model").model
     probe = probe_bf16(torch.device("cpu"))
-    record = {"machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, "bf16": probe.describe()},
+    record = {"machine": {**machine_info(), "bf16": probe.describe()},
               "data": str(args.data), "entropy_model": str(args.entropy_model),
               "precisions": {}, "patches": []}
     stored = {}
