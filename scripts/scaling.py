@@ -257,13 +257,12 @@ def markdown(record: dict) -> str:
         lines += [f"**Learning-rate sweep** at {smallest:.0e} training FLOPs, seed 0 (chosen, in bold: lowest mean "
                   "over a family's members)", "", "| member | " + " | ".join(f"lr {lr:g}" for lr in swept) + " |",
                   "|---|" + "---|" * len(swept)]
-        for name in sorted({r["name"] for r in sweep}, key=_order):
-            cells = []
-            for lr in swept:
-                hit = [r for r in sweep if r["name"] == name and r["lr"] == lr]
-                mark = "**" if hit and lrs.get(hit[0]["family"]) == lr else ""
-                cells.append(f"{mark}{hit[0]['val_bpb']:.3f}{mark}" if hit else "-")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+        def swept_cell(r: dict) -> str:
+            mark = "**" if lrs.get(r["family"]) == r["lr"] else ""
+            return f"{mark}{r['val_bpb']:.3f}{mark}"
+
+        lines += member_grid(sweep, swept, "lr", swept_cell)
         lines.append("")
     seeded = [r for r in rows if r["budget"] == smallest and lrs.get(r["family"]) == r["lr"]]
     names = sorted({r["name"] for r in seeded if r["seed"] != 0}, key=_order)
@@ -314,6 +313,16 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def member_grid(rows: list[dict], columns: list, key: str, cell) -> list[str]:
+    """Table rows: one per member name, one cell per value of ``key`` in ``columns`` (``cell(row)``, or - for
+    none)."""
+    lines = []
+    for name in sorted({r["name"] for r in rows}, key=_order):
+        hits = [next((r for r in rows if r["name"] == name and r[key] == c), None) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cell(h) if h is not None else "-" for h in hits) + " |")
+    return lines
+
+
 def lr_check_markdown(check: list[dict]) -> list[str]:
     """The ``lrcheck`` table: each checked member's validation bits per byte at each rate factor, and the gap
     (best BLT minus BPE) at the chosen rates against that with each family at its best rate of the check."""
@@ -323,12 +332,7 @@ def lr_check_markdown(check: list[dict]) -> list[str]:
     lines = ["", f"**Learning-rate check** at {budget:.0e} FLOPs, seed 0: each family's rate from the sweep (x1) and "
                  "times the factors below", "", "| member | " + " | ".join(f"lr x{f:g}" for f in factors) + " |",
              "|---|" + "---|" * len(factors)]
-    for name in sorted({r["name"] for r in check}, key=_order):
-        cells = []
-        for f in factors:
-            hit = [r for r in check if r["name"] == name and r["factor"] == f]
-            cells.append(f"{hit[0]['val_bpb']:.3f} (lr {hit[0]['lr']:g})" if hit else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += member_grid(check, factors, "factor", lambda r: f"{r['val_bpb']:.3f} (lr {r['lr']:g})")
 
     def gap(rows: list[dict]) -> float | None:
         blt = [r["val_bpb"] for r in rows if r["kind"] == "blt"]
