@@ -78,7 +78,7 @@ def bench_patching(case: PatchingCase, precisions: tuple[str, ...], seed: int = 
             "precision": precision,
             "batch_size": case.batch_size,
             "seq_len": case.seq_len,
-            "chunk_len": model.default_chunk_len(case.batch_size),
+            "chunk_len": model.default_chunk_len(case.batch_size, PRECISIONS[precision]),
             "threshold": threshold,
             "mean_patch_size": patch_size,
             "warmup": case.warmup,

@@ -24,7 +24,8 @@ from blt.tokenizer import document_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # `EntropyModelConfig.precision` -> compute dtype
 DEFAULT_BATCH_SIZE = 64  # rows per call of `EntropyModel.entropies`
-QUERIES_PER_CALL = 512  # rows x chunk length that `EntropyModel.default_chunk_len` aims at
+QUERIES_PER_CALL = 512  # rows x chunk length that `EntropyModel.default_chunk_len` aims at, in float32 ...
+LOW_PRECISION_QUERIES_PER_CALL = 2048  # ... and in bf16 / fp16, whose faster matmuls want more rows per call
 MIN_CHUNK_LEN = 64  # shorter chunks cost more in per-call overhead than they save in attention
 
 
@@ -52,17 +53,21 @@ class EntropyModel(CausalLM):
             raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
         return self.forward_chunk(ids, 0, document_ids(ids), caches=None, key_doc_ids=None)
 
-    def default_chunk_len(self, rows: int) -> int:
-        """The chunk length `entropies` uses for ``rows`` rows at a time: about `QUERIES_PER_CALL` positions
-        per call but at least `MIN_CHUNK_LEN`, at most twice the window and at most ``cfg.chunk_len``.
+    def default_chunk_len(self, rows: int, dtype: torch.dtype = torch.float32) -> int:
+        """The chunk length `entropies` uses for ``rows`` rows at a time computing in ``dtype``: about
+        `QUERIES_PER_CALL` positions per call (`LOW_PRECISION_QUERIES_PER_CALL` in bf16 or fp16) but at least
+        `MIN_CHUNK_LEN`, at most twice the window and at most ``cfg.chunk_len``.
 
         A chunk of L queries attends to L + window - 1 keys through a dense mask, so chunks much longer than
         the window mostly compute scores that are masked out, while short ones make small matmuls
-        (measured on CPU with the `tiny` preset: `blt bench patching`).
+        (measured on CPU with the `tiny` preset: `blt bench patching`, and on the documents of the default
+        corpus, whose long ones come a few rows per call: benchmarks/README.md). The float32 figure is kept
+        as it is so that float32 entropies stay those of earlier runs to the last bit.
         """
         if self.cfg.window is None:
             return self.cfg.chunk_len
-        wanted = max(MIN_CHUNK_LEN, QUERIES_PER_CALL // max(rows, 1))
+        per_call = QUERIES_PER_CALL if dtype == torch.float32 else LOW_PRECISION_QUERIES_PER_CALL
+        wanted = max(MIN_CHUNK_LEN, per_call // max(rows, 1))
         return min(wanted, 2 * self.cfg.window, self.cfg.chunk_len)
 
     @torch.no_grad()
@@ -116,7 +121,8 @@ class EntropyModel(CausalLM):
         with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
             for r in range(0, ids.shape[0], batch_size):
                 rows = ids[r : r + batch_size]
-                self._entropies_of_rows(rows, chunk_len or self.default_chunk_len(len(rows)), out[r : r + batch_size],
+                length = chunk_len or self.default_chunk_len(len(rows), dtype)
+                self._entropies_of_rows(rows, length, out[r : r + batch_size],
                                         nll[r : r + batch_size] if nll is not None else None)
         if squeeze:
             return out[0], nll[0] if nll is not None else None

@@ -28,6 +28,7 @@ from blt.config import (
 )
 from blt.flops import blt_flops, entropy_model_flops
 from blt.patching import EntropyModel, patch_lengths_from_entropies
+from blt.train import PRECISIONS
 from blt.train.device import Bf16Probe
 from tests.helpers import random_ids
 
@@ -174,7 +175,7 @@ def test_patching_case_reports_mb_per_s_flops_and_speedup_over_batch_1():
         assert r["bytes_per_s"] == pytest.approx(r["batch_size"] * 96 / r["step_seconds_median"])
         assert r["forward_flops_per_byte"] == pytest.approx(entropy_model_flops(cfg, seq_len=96).forward)
         assert r["flops_per_s"] == pytest.approx(r["forward_flops_per_byte"] * r["bytes_per_s"])
-        assert r["chunk_len"] == EntropyModel(cfg).default_chunk_len(r["batch_size"])
+        assert r["chunk_len"] == EntropyModel(cfg).default_chunk_len(r["batch_size"], PRECISIONS[r["precision"]])
         assert 3.0 < r["mean_patch_size"] < 6.5  # the threshold aims at 4.5 bytes per patch
         assert set(r["fraction_of_peak"]) == {"fp32", "bf16"}
     for batched in rows[2:]:

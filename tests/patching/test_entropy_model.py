@@ -99,6 +99,7 @@ def test_default_chunk_length_follows_rows_window_and_config():
     cfg = EntropyModelConfig(dim=32, n_layers=1, n_heads=2, window=256, chunk_len=2048)
     model = EntropyModel(cfg)
     assert [model.default_chunk_len(rows) for rows in (1, 2, 4, 8, 64)] == [512, 256, 128, 64, 64]
+    assert [model.default_chunk_len(rows, torch.bfloat16) for rows in (1, 4, 8, 16, 64)] == [512, 512, 256, 128, 64]
     assert EntropyModel(cfg.replace(chunk_len=100)).default_chunk_len(1) == 100
     assert EntropyModel(cfg.replace(window=16)).default_chunk_len(1) == 32
     assert EntropyModel(cfg.replace(window=None)).default_chunk_len(64) == 2048  # full causal: one pass anyway
