@@ -461,7 +461,7 @@ def stream(run, prompt: bytes | str, max_bytes: int = 100, temperature: float = 
     if run.kind in ("entropy_model", "token_model"):
         yield from _stream_causal_lm(run, prompt, max_bytes, temperature, top_k, top_p, seed, stop)
         return
-    if full_recompute or _looks_ahead(run):
+    if full_recompute or looks_ahead(run):
         stops = [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
         halt = (lambda out: any(out.endswith(s) for s in stops)) if stops else None
         yield from stream_full_recompute(run.model, run.patcher, prompt, max_bytes, temperature, top_k, top_p, seed, halt)
@@ -483,14 +483,14 @@ def generate(run, prompt: bytes | str | Sequence[bytes | str], max_bytes: int = 
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "stop": stop or ()}
     if isinstance(prompt, (bytes, bytearray, str)):
         return bytes(stream(run, prompt, max_bytes, seed=seed, full_recompute=full_recompute, **sampling))
-    if full_recompute or _looks_ahead(run) or run.kind != "blt":
+    if full_recompute or looks_ahead(run) or run.kind != "blt":
         return [bytes(stream(run, p, max_bytes, seed=None if seed is None else seed + i,
                              full_recompute=full_recompute, **sampling))
                 for i, p in enumerate(prompt)]
     return Engine(run.model, run.patcher).generate(list(prompt), max_bytes, seed=seed, **sampling)
 
 
-def _looks_ahead(run) -> bool:
+def looks_ahead(run) -> bool:
     """A BLT patched by BPE: its patching has no incremental form, so it generates by full recompute."""
     return run.kind == "blt" and run.config.patching.mode == "bpe"
 

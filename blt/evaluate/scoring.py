@@ -20,7 +20,7 @@ import torch
 
 from blt.errors import BLTError
 from blt.evaluate.token_scoring import token_greedy, token_logprob
-from blt.generation import stream
+from blt.generation import looks_ahead, stream
 from blt.tokenizer import PAD_ID, encode
 
 DEFAULT_BATCH_SIZE = 16
@@ -90,6 +90,7 @@ class BLTScorer:
     def __init__(self, run, batch_size: int = DEFAULT_BATCH_SIZE):
         self.model = run.model
         self.patcher = run.patcher
+        self.full_recompute = looks_ahead(run)
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
         self._engine = None
@@ -102,7 +103,7 @@ class BLTScorer:
                halt: Callable[[bytes], bool] | None = None) -> bytes:
         from blt.generation import Engine, stream_full_recompute
 
-        if self.patcher.config.mode == "bpe":  # no incremental form (`blt.generation.stream`)
+        if self.full_recompute:  # patching with no incremental form, as `blt.generation.stream` decides
             def ends(out: bytes) -> bool:
                 return bool(stop) and out.endswith(stop) or halt is not None and halt(out)
 

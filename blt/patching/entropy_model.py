@@ -22,7 +22,9 @@ from blt.model.cache import LayerCache
 from blt.model.layers import CausalLM
 from blt.tokenizer import document_ids
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # `EntropyModelConfig.precision` -> compute dtype
+# `EntropyModelConfig.precision` -> compute dtype; `blt.train.PRECISIONS` is the same map, but blt.train imports
+# this module (through the objectives), so it cannot be imported here.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_BATCH_SIZE = 64  # rows per call of `EntropyModel.entropies`
 QUERIES_PER_CALL = 512  # rows x chunk length that `EntropyModel.default_chunk_len` aims at, in float32 ...
 LOW_PRECISION_QUERIES_PER_CALL = 2048  # ... and in bf16 / fp16, whose faster matmuls want more rows per call

@@ -67,12 +67,12 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def entropy_model_key(model: EntropyModel) -> str:
+def entropy_model_key(model: EntropyModel, precision: str | None = None) -> str:
     """The name of an entropy model's directory under ``entropies/``: 16 hex digits of the sha256 of its
     config and weights (the config too, since e.g. its attention window or its precision changes the
-    entropies). The default precision, fp32, is left out of the hash, so its keys are those of configs that
-    had no precision field."""
-    config = model.cfg.to_dict()
+    entropies), computing in ``precision`` (default: its config's). The default precision, fp32, is left out
+    of the hash, so its keys are those of configs that had no precision field."""
+    config = model.cfg.to_dict() | ({"precision": precision} if precision is not None else {})
     if config.get("precision") == "fp32":
         del config["precision"]
     text = json.dumps(config, sort_keys=True)
@@ -265,14 +265,10 @@ def find_entropies(data: PreparedData, entropy_model: EntropyModel, *, verify: b
 
 def precomputed_precisions(data: PreparedData, entropy_model: EntropyModel) -> list[str]:
     """The precisions in which entropies of ``entropy_model``'s weights and config (but for its precision) have
-    been precomputed in ``data``, complete or not; the model's own first. Leaves the model as it was."""
+    been precomputed in ``data``, complete or not; the model's own first."""
     own = entropy_model.cfg.precision
-    found = []
-    for precision in (own, *(p for p in ENTROPY_PRECISIONS if p != own)):
-        if (data.path / ENTROPIES_DIR / entropy_model_key(with_precision(entropy_model, precision))).is_dir():
-            found.append(precision)
-    with_precision(entropy_model, own)
-    return found
+    return [precision for precision in (own, *(p for p in ENTROPY_PRECISIONS if p != own))
+            if (data.path / ENTROPIES_DIR / entropy_model_key(entropy_model, precision)).is_dir()]
 
 
 def usable_entropies(data: PreparedData, entropy_model: EntropyModel, log: Callable[[str], None],
