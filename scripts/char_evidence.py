@@ -244,6 +244,9 @@ def main(argv=None) -> int:
     p.add_argument("--passages", type=int, default=200, help="passages for the noise evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phases", nargs="+", choices=["noise", "curve"], default=["noise", "curve"])
+    p.add_argument("--models", nargs="+", choices=["blt", "bpe"], default=["blt", "bpe"],
+                   help="run the phases for these models only (two processes can share the work; the report "
+                        "always covers both)")
     p.add_argument("--pairing", default=PAIRING,
                    help="what the two models have in common, for the report's first line (default: %(default)s)")
     p.add_argument("--report", action="store_true", help="only rewrite the results from the kept points")
@@ -261,10 +264,10 @@ def main(argv=None) -> int:
         split = split_words(words_from_file(words), HELD_OUT_FRACTION, SPLIT_SEED)
         task_set = make_task_set(split, TASKS, args.questions, args.shots, args.seed)
         if "noise" in args.phases:
-            for name in names:
+            for name in args.models:
                 noise(args, name, runs[name])
         if "curve" in args.phases:
-            for name in names:
+            for name in args.models:
                 curve(args, name, runs[name], words, split, task_set)
     report(args, names, runs)
     return 0

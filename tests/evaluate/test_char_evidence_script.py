@@ -38,3 +38,21 @@ def test_the_script_scores_a_curve_and_noise_and_resumes_without_rescoring(blt_r
     assert script.main([*argv, "--report"]) == 0
     assert (results / "char_tasks.md").read_text() == before
     capsys.readouterr()
+
+
+def test_two_processes_can_share_the_models_and_the_report_covers_both(blt_run, token_run, tmp_path, capsys):
+    script = load_script("char_evidence")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["--blt", str(blt_run), "--bpe", str(token_run), "--runs", str(runs), "--results", str(results),
+            "--steps", "1", "--eval-every", "1", "--examples", "8", "--questions", "2", "--phases", "curve", "--quiet"]
+    assert script.main([*argv, "--models", "bpe"]) == 0
+    points = results / "points"
+    assert sorted(p.name for p in points.iterdir()) == ["bpe-step00000.json", "bpe-step00001.json"]
+    assert "**Exact match**" not in (results / "char_tasks.md").read_text()  # one side has no curve yet
+    assert script.main([*argv, "--models", "blt"]) == 0
+    assert sorted(p.name for p in points.iterdir()) == [f"{m}-step0000{s}.json" for m in ("blt", "bpe") for s in (0, 1)]
+    record = json.loads((results / "char_tasks.json").read_text())
+    steps = {m: [p["step"] for p in record["models"][m]["curve"]] for m in ("blt", "bpe")}
+    assert steps["blt"] == steps["bpe"] == [0, 1]
+    assert "**Exact match**" in (results / "char_tasks.md").read_text()
+    capsys.readouterr()
