@@ -10,10 +10,10 @@ bytes per patch and the BPE baseline, both preset ``paper-xs``, on the same byte
    models use this one split.
 2. **Finetuning curve.** Each model is scored before finetuning (step 0), then finetuned
    (`blt.pipelines.finetune`) on ``--examples`` solved few-shot examples per task about train words only,
-   with the same examples, order, steps and learning-rate rule (half the model's pretraining peak). A
-   checkpoint is kept every ``--eval-every`` steps, and each is scored on ``--questions`` held-out questions
-   per task: exact match of the greedy answer (the headline) and ranking of the candidates, each with a
-   95% Wilson interval.
+   with the same examples, order, steps and learning-rate rule (half the model's pretraining peak, or one
+   ``--lr`` for both). A checkpoint is kept every ``--eval-every`` steps, and each is scored on
+   ``--questions`` held-out questions per task: exact match of the greedy answer (the headline) and ranking
+   of the candidates, each with a 95% Wilson interval.
 3. **Noise.** The pretrained models on ``--passages`` passages of the validation split, clean and under each
    noise of `blt.evaluate.noise`: bits per byte per passage, the bits a noise adds (a mean over passages
    with a 95% interval), and BLT's added bits minus BPE's, paired over the same passages.
@@ -93,7 +93,7 @@ def curve(args, name: str, init: Path, words: Path, split, task_set) -> None:
     resume = (out / "config.json").is_file()
     opts = FinetuneOptions(init=init, out=out, steps=args.steps, tasks=TASKS, examples=args.examples,
                            shots=args.shots, seed=args.seed, held_out_fraction=HELD_OUT_FRACTION,
-                           split_seed=SPLIT_SEED, words=None if resume else words, resume=resume,
+                           split_seed=SPLIT_SEED, words=None if resume else words, resume=resume, lr=args.lr,
                            progress=not args.quiet,
                            train_overrides=[f"checkpoint_every={args.eval_every}", "keep_checkpoints=1000",
                                             "checkpoint_minutes=0"])
@@ -167,12 +167,16 @@ def noise_rows(record: dict, names: list[str]) -> list[dict]:
 PAIRING = "equal pretraining FLOPs"
 
 
+def lr_rule(lr: float | None) -> str:
+    return "half of each model's pretraining peak" if lr is None else f"peak {lr:g} for every model"
+
+
 def markdown(record: dict, names: list[str]) -> str:
     s = record["settings"]
     a, b = names
     lines = [f"{a} (`{s['runs'][a]}`) against {b} (`{s['runs'][b]}`), {s.get('pairing', PAIRING)}.",
              f"Finetuned alike on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
-             f"(learning rate: half of each model's pretraining peak), {s['steps']} steps; scored on {s['questions']} "
+             f"(learning rate: {lr_rule(s.get('lr'))}), {s['steps']} steps; scored on {s['questions']} "
              f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
     finals = {n: record["models"][n]["curve"][-1] if record["models"][n]["curve"] else None for n in names}
     starts = {n: record["models"][n]["curve"][0] if record["models"][n]["curve"] else None for n in names}
@@ -218,7 +222,8 @@ def report(args, names: list[str], runs: dict[str, Path]) -> None:
     record = collect(args.results, names)
     record["settings"] = {"runs": {n: str(p) for n, p in runs.items()}, "tasks": TASKS, "steps": args.steps,
                           "eval_every": args.eval_every, "examples": args.examples, "questions": args.questions,
-                          "shots": args.shots, "seed": args.seed, "passages": args.passages, "pairing": args.pairing,
+                          "shots": args.shots, "seed": args.seed, "lr": args.lr, "passages": args.passages,
+                          "pairing": args.pairing,
                           "held_out_fraction": HELD_OUT_FRACTION, "split_seed": SPLIT_SEED, "noises": list(NOISES)}
     record["noise"] = noise_rows(record, names)
     atomic_write_text(args.results / "char_tasks.json", json.dumps(record, indent=1) + "\n")
@@ -243,6 +248,9 @@ def main(argv=None) -> int:
     p.add_argument("--shots", type=int, default=3)
     p.add_argument("--passages", type=int, default=200, help="passages for the noise evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None,
+                   help="finetuning peak learning rate for every model "
+                        "(default: half of each model's pretraining peak)")
     p.add_argument("--phases", nargs="+", choices=["noise", "curve"], default=["noise", "curve"])
     p.add_argument("--models", nargs="+", choices=["blt", "bpe"], default=["blt", "bpe"],
                    help="run the phases for these models only (two processes can share the work; the report "
