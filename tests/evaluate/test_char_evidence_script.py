@@ -44,7 +44,8 @@ def test_two_processes_can_share_the_models_and_the_report_covers_both(blt_run, 
     script = load_script("char_evidence")
     runs, results = tmp_path / "runs", tmp_path / "results"
     argv = ["--blt", str(blt_run), "--bpe", str(token_run), "--runs", str(runs), "--results", str(results),
-            "--steps", "1", "--eval-every", "1", "--examples", "8", "--questions", "2", "--phases", "curve", "--quiet"]
+            "--steps", "1", "--eval-every", "1", "--examples", "8", "--questions", "2", "--phases", "curve", "--quiet",
+            "--lr", "0.003"]
     assert script.main([*argv, "--models", "bpe"]) == 0
     points = results / "points"
     assert sorted(p.name for p in points.iterdir()) == ["bpe-step00000.json", "bpe-step00001.json"]
@@ -54,5 +55,8 @@ def test_two_processes_can_share_the_models_and_the_report_covers_both(blt_run, 
     record = json.loads((results / "char_tasks.json").read_text())
     steps = {m: [p["step"] for p in record["models"][m]["curve"]] for m in ("blt", "bpe")}
     assert steps["blt"] == steps["bpe"] == [0, 1]
-    assert "**Exact match**" in (results / "char_tasks.md").read_text()
+    text = (results / "char_tasks.md").read_text()
+    assert "**Exact match**" in text and "(learning rate: peak 0.003 for every model)" in text
+    for model in ("blt", "bpe"):  # one finetuning peak for both, whatever each was pretrained with
+        assert json.loads((runs / model / "config.json").read_text())["train"]["lr"] == 0.003
     capsys.readouterr()
