@@ -41,6 +41,7 @@ class Suite:
     patching_cases: tuple[PatchingCase, ...] = ()  # entropy models to time patching with
     training_cases: tuple[TrainingCase, ...] = ()  # models to time training steps of, against transformers
     against_hf: bool = False  # the training case also times transformers' BltForCausalLM (if installed)
+    compile: bool = False  # the training case also times our model under torch.compile
     generation_new_bytes: tuple[int, ...] = ()  # lengths the generation case generates (`blt.bench.generation`)
     generation_calibration_bytes: int = 512  # greedy bytes the generation case calibrates its θ on
     device: str = "cpu"  # where the model, patching and training cases and the matmul peaks run ("cuda", "cuda:N")

@@ -1,7 +1,7 @@
 """The ``training`` case: the training step (forward + backward of the next-byte loss) of our model and, with
 ``--against-hf``, of transformers' ``BltForCausalLM`` built from the same config with the same weights, bytes
-and patch lengths, interleaved step by step in one process: the ratio, each one's fraction of the matmul peak
-and each one's peak tensor memory per step."""
+and patch lengths (with ``--compile``, of our model under ``torch.compile`` too), interleaved step by step in
+one process: the ratios, each one's fraction of the matmul peak and each one's peak tensor memory per step."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from blt.flops import blt_flops
 from blt.interop.hf import hf_config_dict, to_hf_state_dict
 from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.patchers import lengths_from_start_mask, start_mask_static
+from blt.train.device import compile_module
 
 if TYPE_CHECKING:
     from blt.bench.suite import Suite
@@ -108,7 +109,7 @@ def peak_step_memory(step: Callable[[], object], device: torch.device = CPU) -> 
 
 
 def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: bool, seed: int = 0,
-                   device: torch.device = CPU) -> list[dict[str, Any]]:
+                   device: torch.device = CPU, compiled: bool = False) -> list[dict[str, Any]]:
     """Time one training case under each precision: our model and, when ``against_hf`` and transformers is
     installed, its transformers twin (`transformers_twin`), one step of each in turn.
 
@@ -117,6 +118,10 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
     model FLOPs per byte for both), peak tensor memory of one more step (`peak_step_memory`) and the loss
     of the last step (equal losses show that both computed the same thing). ``speedup`` is the median over
     the timed steps of transformers' step time over ours, each pair measured back to back.
+
+    ``compiled`` also times our model under ``torch.compile`` (what ``train.compile`` trains with), in turn
+    with the others: ``compiled`` holds its numbers, ``compile_seconds`` its first step of each precision
+    (compiling, untimed otherwise) and ``compile_speedup`` the median of eager over compiled step time.
     """
     gen = torch.Generator().manual_seed(seed)
     ids = random_bytes(case.batch_size, case.seq_len, gen).to(device)
@@ -128,6 +133,9 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
     if twin is not None:
         twin.to(device).train()
         steps["transformers"] = (twin, lambda: twin(input_ids=ids, patch_lengths=patch_lengths, use_cache=False).logits)
+    if compiled:
+        compiled_model = compile_module(model)
+        steps["compiled"] = (model, lambda: compiled_model(ids, patch_lengths))
     missing = None if twin is not None else HF_MISSING if against_hf else HF_NOT_ASKED
     num_bytes = case.batch_size * case.seq_len
     patch_size = num_bytes / int((patch_lengths > 0).sum())
@@ -137,6 +145,7 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
     for precision in precisions:
         times: dict[str, list[float]] = {name: [] for name in steps}
         losses: dict[str, float] = {}
+        compile_seconds = training_step(*steps["compiled"], ids, precision)[0] if compiled else None
         for step in range(case.warmup + case.iterations):
             for name, (module, forward) in steps.items():
                 seconds, losses[name] = training_step(module, forward, ids, precision)
@@ -160,6 +169,10 @@ def bench_training(case: TrainingCase, precisions: tuple[str, ...], against_hf: 
                 "loss": losses[name],
             }
         result.setdefault("transformers", None)
+        result.setdefault("compiled", None)
+        result["compile_seconds"] = compile_seconds
+        result["compile_speedup"] = (statistics.median(e / c for e, c in zip(times["blt"], times["compiled"]))
+                                     if compiled else None)
         result["speedup"] = (statistics.median(hf / ours for hf, ours in zip(times["transformers"], times["blt"]))
                              if twin is not None else None)
         result["baseline_missing"] = missing
@@ -180,6 +193,9 @@ def format_training_result(result: dict[str, Any]) -> str:
 
     line = (f"training {result['case']:<6} {precision:<4} {result['batch_size']}x{result['seq_len']} "
             f"(patches of {result['patch_size']}): {describe('blt', result['blt'])}")
+    if result.get("compiled") is not None:
+        line += (f" | {describe('compiled', result['compiled'])}, {result['compile_speedup']:.2f}x eager "
+                 f"(compiling took {result['compile_seconds']:.0f} s)")
     if result["transformers"] is None:
         return line + f" | transformers: {result['baseline_missing']}"
     return line + f" | {describe('transformers', result['transformers'])} | blt {result['speedup']:.2f}x transformers"
@@ -190,7 +206,8 @@ def run_training_case(suite: Suite, log: Callable[[str], None]) -> list[dict[str
     transformers when the suite says ``against_hf``."""
     results = []
     for case in suite.training_cases:
-        for result in bench_training(case, suite.precisions, suite.against_hf, device=torch.device(suite.device)):
+        for result in bench_training(case, suite.precisions, suite.against_hf, device=torch.device(suite.device),
+                                     compiled=suite.compile):
             log(format_training_result(result))
             results.append(result)
     return results

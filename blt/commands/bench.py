@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
     p.add_argument("--against-hf", action="store_true",
                    help="training and generation cases: also time transformers' BltForCausalLM (needs the hf extra)")
+    p.add_argument("--compile", action="store_true",
+                   help="training case: also time our model under torch.compile (as `blt train --compile` trains); "
+                        "compiling takes minutes per precision")
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     suite = suite_named(args.suite)
     if args.against_hf:
         suite = dataclasses.replace(suite, against_hf=True)
+    if args.compile:
+        suite = dataclasses.replace(suite, compile=True)
     skip_emulated = args.precisions is None
     if args.precisions is not None:
         suite = dataclasses.replace(suite, precisions=parse_precisions(args.precisions))

@@ -38,6 +38,7 @@ class TrainConfig(_JsonConfig):
     freeze: tuple[str, ...] = ()  # parameters whose names start with one of these are not trained
     lr_scaled: tuple[str, ...] = ()  # parameters whose names start with one of these train at lr x lr_scale
     lr_scale: float = 1.0
+    compile: bool = False  # torch.compile the training forward: faster steps after minutes of compiling
 
     def __post_init__(self):
         object.__setattr__(self, "freeze", tuple(self.freeze))

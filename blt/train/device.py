@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,18 @@ def autocast(device_type: str, precision: str) -> torch.autocast:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
     return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "fp32")
+
+
+def compile_module(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)``, as ``train.compile`` trains and ``blt bench training --compile`` times it.
+
+    Two notices that every BLT compile would print are expected and silenced: the graph break where a
+    `CausalMask` asks on the host whether a batch holds one document, and inductor leaving RoPE's complex
+    multiply to eager kernels.
+    """
+    logging.getLogger("torch._dynamo.variables.tensor").setLevel(logging.ERROR)  # the Tensor.item() break
+    warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
+    return torch.compile(module)
 
 
 def matmul_flops_per_s(dtype: torch.dtype, size: int, repeats: int, device: torch.device | str = "cpu",

@@ -45,7 +45,7 @@ from blt.train.checkpoint import (
     write_checkpoint,
 )
 from blt.train.config import TrainConfig
-from blt.train.device import World, _fsdp_no_sync, autocast, shard_model, slow_bf16_warning
+from blt.train.device import World, _fsdp_no_sync, autocast, compile_module, shard_model, slow_bf16_warning
 from blt.train.metrics import METRICS_FILE, append_metrics, keep_metrics_through, plot_metrics, read_metrics
 
 LN2 = math.log(2.0)
@@ -164,6 +164,8 @@ class Trainer:
         elif self.world.size > 1:
             on_gpu = self.device.type == "cuda"
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
+        if cfg.compile:  # the training forward only: validation keeps the eager model (no second compile)
+            self.wrapped = compile_module(self.wrapped)
         self.optimizer = build_optimizer(self.model, cfg)
         self.entropies = entropies
         self.train_iter = ByteBatchIterator(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -237,9 +238,21 @@ def test_training_case_times_transformers_on_the_same_weights_and_patches():
     assert json.loads(json.dumps(result)) == result
 
 
+def test_training_case_times_the_compiled_model_beside_the_eager_one():
+    suite = dataclasses.replace(_micro_training_suite(against_hf=False), compile=True, precisions=("fp32",))
+    (r,) = run_benchmarks(suite, cases=["training"], threads=1, skip_emulated=False)["training"]
+    eager, compiled = r["blt"], r["compiled"]
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-5)  # the same model, weights and bytes
+    assert len(compiled["step_seconds"]) == 2 and r["compile_seconds"] > 0 and compiled["peak_step_memory_bytes"] > 0
+    ratios = [e / c for e, c in zip(eager["step_seconds"], compiled["step_seconds"])]
+    assert r["compile_speedup"] == pytest.approx(sum(ratios) / 2)  # the median of two
+    assert f"{r['compile_speedup']:.2f}x eager (compiling took" in bench.training.format_training_result(r)
+
+
 def test_training_case_without_transformers_reports_ours_and_says_why(monkeypatch):
     result = run_benchmarks(_micro_training_suite(against_hf=False), cases=["training"], threads=1, skip_emulated=False)
     assert all(r["transformers"] is None and r["speedup"] is None for r in result["training"])
+    assert all(r["compiled"] is None and r["compile_speedup"] is None for r in result["training"])  # not asked for
     assert {r["baseline_missing"] for r in result["training"]} == {bench.training.HF_NOT_ASKED}
     assert all(r["blt"]["bytes_per_s"] > 0 for r in result["training"])
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
+import torch
 
 from blt.cli import main
 
@@ -65,6 +67,18 @@ def test_resume_in_bf16_is_recorded_and_evaluated_in_bf16(runs, text_data, tmp_p
     capsys.readouterr()
     assert main(["eval", str(run), "--batches", "1"]) == 0
     assert "(bf16)" in capsys.readouterr().out
+
+
+def test_resume_with_compile_trains_compiled_and_records_it(runs, text_data, tmp_path):
+    run = shutil.copytree(runs / "ent", tmp_path / "ent")
+    steps = json.loads((run / "config.json").read_text())["train"]["steps"]
+    torch._dynamo.reset()
+    assert main(["train-entropy", "--data", str(text_data.path), "--out", str(run), "--resume",
+                 "--steps", str(steps + 2), "--compile", "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["compile"] is True
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the training forward went through dynamo
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][-2:] == [steps + 1, steps + 2] and all(math.isfinite(r["loss"]) for r in records)
 
 
 @pytest.mark.parametrize(

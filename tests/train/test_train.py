@@ -21,7 +21,7 @@ from blt.model.byte_latent import ByteLatentTransformer
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.train import Trainer, TrainingError, World, read_metrics
-from blt.train.checkpoint import latest_checkpoint, list_checkpoints
+from blt.train.checkpoint import WEIGHTS_FILE, latest_checkpoint, list_checkpoints, load_tensors
 from blt.train.objectives import BLTObjective, EntropyModelObjective
 from tests.train.conftest import (
     micro_blt_config,
@@ -303,3 +303,21 @@ def test_batch_must_divide(text_data, tmp_path):
 
     with pytest.raises(ConfigError, match="must divide"):
         make_trainer(text_data, tmp_path / "run", batch_size=3, grad_accum=2)
+
+
+def test_compiled_training_follows_eager_training(text_data, tmp_path):
+    """train.compile runs the training forward through torch.compile (patch counts change from batch to
+    batch, so the graph is recompiled once with dynamic shapes): the same losses and weights as eager to
+    float rounding, and checkpoints with the eager model's parameter names."""
+    eager = make_trainer(text_data, tmp_path / "eager", steps=3, eval_every=0)
+    eager.fit()
+    compiled = make_trainer(text_data, tmp_path / "compiled", steps=3, eval_every=0, compile=True)
+    result = compiled.fit()
+    assert compiled.wrapped is not compiled.model and hasattr(compiled.wrapped, "_orig_mod")
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters()):  # fused kernels round differently,
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # and AdamW divides by small second moments
+    losses = [[r["loss"] for r in read_metrics(t.run_dir / "metrics.jsonl") if "loss" in r] for t in (eager, compiled)]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert math.isfinite(result.val_bpb)
+    saved = [load_tensors(t.run_dir / WEIGHTS_FILE) for t in (eager, compiled)]
+    assert saved[1].keys() == saved[0].keys() == compiled.model.state_dict().keys()
