@@ -20,7 +20,7 @@ def add_training_arguments(p: argparse.ArgumentParser, default_preset: str = "ti
     p.add_argument("--fsdp", action="store_true", help="under torchrun, shard the model with FSDP2 instead of DDP")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training forward: the first steps take minutes to compile, later ones "
-                        "run faster (about 1.16x on the small preset in fp32 on a CPU)")
+                        "run faster (on a Xeon, about 1.1x in fp32 and 1.4x in bf16 on the small preset)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
