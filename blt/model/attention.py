@@ -144,7 +144,8 @@ class SegmentMask(Mask):
         self.segment_ids, self.num_segments, self.group = segment_ids, num_segments, group
         row_offsets = torch.arange(B, device=segment_ids.device)[:, None] * num_segments
         self.flat_ids = (segment_ids + row_offsets).flatten()  # (B * Tk,) segment of each key, over all rows
-        keys_per_segment = torch.bincount(self.flat_ids, minlength=B * num_segments)
+        keys_per_segment = torch.zeros(B * num_segments, dtype=torch.long, device=segment_ids.device).index_add_(
+            0, self.flat_ids, torch.ones_like(self.flat_ids))  # bincount with a shape torch.compile can trace
         self.empty = (keys_per_segment == 0).view(B, num_segments, 1, 1, 1)  # (B, S, 1, 1, 1)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -243,7 +244,10 @@ class CausalMask(Mask):
         T = doc_ids.shape[1]
         self.span = T if window is None else min(window, T)  # how far back a query may see, itself included
         self.query_block = query_block
-        self.one_document = T == 0 or bool((doc_ids[:, -1] == doc_ids[:, 0]).all())  # ids never decrease along a row
+        # ids never decrease along a row. Under torch.compile the host check would split the graph, so a compiled
+        # model takes the general masks, which give the same attention (to float rounding: other kernels).
+        self.one_document = T == 0 or (not torch.compiler.is_compiling()
+                                       and bool((doc_ids[:, -1] == doc_ids[:, 0]).all()))
         self._masks: dict[tuple[str, int, int], torch.Tensor] = {}  # built once, used by every layer of a stack
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

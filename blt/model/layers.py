@@ -84,6 +84,14 @@ def rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
+def rotate_pairs_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`rotate_pairs` with the rotation given as its cos and sin (broadcastable to (..., hd/2)), in real
+    arithmetic: what a compiled model runs, since inductor generates no code for complex numbers. On CPU
+    the two give the same bits, forward and backward (tests/model/test_attention.py)."""
+    even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (..., hd/2) each
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(x.dtype)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention with grouped KV heads and RoPE; the mask decides who sees whom."""
 
@@ -103,9 +111,12 @@ class Attention(nn.Module):
         `CausalMask`. A ``cache`` keeps the keys and values for later positions; once it holds past
         positions the mask must be dense over past + new."""
         q, k, v = (w(x).unflatten(-1, (-1, self.head_dim)) for w in (self.wq, self.wk, self.wv))  # (B, T, h, hd)
-        cos, sin = rope
-        rotation = torch.complex(cos, sin).unsqueeze(-2)  # (..., T, hd/2) -> (..., T, 1, hd/2), over heads
-        q, k = rotate_pairs(q, rotation), rotate_pairs(k, rotation)
+        cos, sin = (t.unsqueeze(-2) for t in rope)  # (..., T, hd/2) -> (..., T, 1, hd/2), over heads
+        if torch.compiler.is_compiling():
+            q, k = rotate_pairs_real(q, cos, sin), rotate_pairs_real(k, cos, sin)
+        else:
+            rotation = torch.complex(cos, sin)
+            q, k = rotate_pairs(q, rotation), rotate_pairs(k, rotation)
         mask = as_mask(mask)
         if cache is not None:
             if len(cache) and not isinstance(mask, DenseMask):

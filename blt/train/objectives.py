@@ -17,6 +17,7 @@ from blt.baselines.tokenization import (
 )
 from blt.errors import DataError
 from blt.model.byte_latent import ByteLatentTransformer, next_byte_loss
+from blt.model.layout import check_patch_lengths
 from blt.patching.entropy_model import EntropyModel
 from blt.patching.patcher import Patcher
 from blt.tokenizer import PAD_ID
@@ -48,7 +49,8 @@ class BLTObjective:
         the data has precomputed entropies; None computes them here (entropy patching modes only).
         """
         patch_lengths = self.patch_lengths(ids, entropies)
-        logits = model(ids, patch_lengths)
+        check_patch_lengths(ids, patch_lengths)  # here, on the host: inside a compiled model each check splits the graph
+        logits = model(ids, patch_lengths, validate=False)
         return next_byte_loss(logits, ids, reduction="sum"), {"patches": patches_after_bos(patch_lengths)}
 
     def patch_lengths(self, ids: torch.Tensor, entropies: torch.Tensor | None) -> torch.Tensor:
@@ -117,10 +119,11 @@ class EmbeddingDistillObjective(BLTObjective):
         if not model.training:
             return super().loss_sum(model, ids, entropies)
         patch_lengths = self.patch_lengths(ids, entropies)
+        check_patch_lengths(ids, patch_lengths)
         self._inputs.clear()
         self._capturing = True
         try:
-            logits = model(ids, patch_lengths)
+            logits = model(ids, patch_lengths, validate=False)
         finally:
             self._capturing = False
         (inputs,) = self._inputs  # (B, P, D): one global pass

@@ -7,7 +7,7 @@ import torch
 
 from blt.model.attention import CausalMask, KeyWindows, attend, local_attention_mask
 from blt.model.byte_latent import PatchLayout
-from blt.model.layers import CrossAttention, rotate_pairs
+from blt.model.layers import CrossAttention, rotate_pairs, rotate_pairs_real
 from tests.helpers import lengths_from_mask, random_ids, random_start_mask
 
 
@@ -65,6 +65,10 @@ def test_causal_mask_equals_dense_sdpa(T, window, documents, query_block):
     assert mask.one_document is not documents
     assert mask.dense().equal(local_attention_mask(mask.doc_ids, window))
     _check_same(mask, q_len=T, k_len=T)
+    if not documents:  # the per-row masks a compiled model uses (it skips the host check) attend the same
+        mask = CausalMask(mask.doc_ids, window, query_block)
+        mask.one_document = False
+        _check_same(mask, q_len=T, k_len=T)
 
 
 @pytest.mark.parametrize(("size", "step", "n"), [(6, 2, 4), (7, 4, 3), (5, 5, 2), (3, 4, 2), (9, 4, 1)])
@@ -142,3 +146,20 @@ def test_rope_rotates_adjacent_pairs():
     torch.testing.assert_close(rotate_pairs(x, torch.complex(cos, sin)), expected)
     per_row = rotate_pairs(x, torch.complex(cos, sin).expand(2, 1, 5, 4))  # one table per row, over heads
     torch.testing.assert_close(per_row, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_in_real_arithmetic_gives_the_same_bits(dtype):
+    """What a compiled model runs (`rotate_pairs_real`) against the complex multiply of eager models: the
+    same bits, forward and in the gradient of x (RoPE's cos and sin carry no gradient in the models)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 37, 4, 64, generator=gen).to(dtype)  # (B, T, H, hd)
+    angles = torch.randn(37, 1, 32, generator=gen) * 50
+    grad = torch.randn(x.shape, generator=gen).to(dtype)
+    outs = []
+    for rotate in (lambda t: rotate_pairs(t, torch.complex(angles.cos(), angles.sin())),
+                   lambda t: rotate_pairs_real(t, angles.cos(), angles.sin())):
+        leaf = x.clone().requires_grad_()
+        out = rotate(leaf)
+        outs.append((out, torch.autograd.grad(out, leaf, grad)[0]))
+    assert outs[0][0].dtype == dtype and outs[0][0].equal(outs[1][0]) and outs[0][1].equal(outs[1][1])

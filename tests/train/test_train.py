@@ -305,6 +305,27 @@ def test_batch_must_divide(text_data, tmp_path):
         make_trainer(text_data, tmp_path / "run", batch_size=3, grad_accum=2)
 
 
+@pytest.mark.parametrize("kind", ["blt", "entropy", "token"])
+def test_training_forwards_trace_into_one_graph(kind):
+    """What train.compile compiles has no graph break: a break (a host check such as ``bool(tensor)``, or an
+    op whose output shape depends on the data) ends inductor's fusion there. Inputs are validated by the
+    objective before the model runs, and the models' masks and RoPE keep to what dynamo traces."""
+    from tests.baselines.conftest import micro_token_config
+
+    from blt.baselines.model import TokenLM
+
+    ids = torch.randint(3, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+    ids[:, 0], ids[1, 30] = 1, 2  # BOS, and an EOS: two documents in the second row
+    if kind == "blt":
+        model, args, kwargs = ByteLatentTransformer(micro_blt_config()), (ids, torch.tensor([[1] + [7] * 9] * 2)), {"validate": False}
+    elif kind == "entropy":
+        model, args, kwargs = EntropyModel(micro_entropy_config()), (ids,), {}
+    else:
+        model, args, kwargs = TokenLM(micro_token_config()), (ids,), {}
+    explained = torch._dynamo.explain(model)(*args, **kwargs)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+
+
 def test_compiled_training_follows_eager_training(text_data, tmp_path):
     """train.compile runs the training forward through torch.compile (patch counts change from batch to
     batch, so the graph is recompiled once with dynamic shapes): the same losses and weights as eager to
