@@ -247,7 +247,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: str, parallel: str) -> None:
+def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: str, parallel: str,
+                compile: bool = False) -> None:
     import torch.distributed as dist
 
     from blt.data import PreparedData
@@ -257,17 +258,19 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: 
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         trainer = make_trainer(PreparedData.open(data_path), Path(run_dir), world=World(rank, world_size), steps=4,
-                               parallel=parallel, grad_accum=2 if parallel == "fsdp" else 1)
+                               parallel=parallel, grad_accum=2 if parallel == "fsdp" else 1, compile=compile)
         trainer.fit()
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_follow_one_process(text_data, tmp_path, parallel):
+@pytest.mark.parametrize(("parallel", "compile"), [("ddp", False), ("fsdp", False), ("ddp", True), ("fsdp", True)])
+def test_two_processes_follow_one_process(text_data, tmp_path, parallel, compile):
     """gloo DDP (or FSDP2, here with gradient accumulation) with 2 processes and the same global batch
-    gives 1 process's loss curve, and the checkpoint holds the full (unsharded) state."""
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(text_data.path), str(tmp_path / "ddp"), parallel), nprocs=2, join=True)
+    gives 1 process's loss curve, and the checkpoint holds the full (unsharded) state; also with the
+    training forward compiled in each process (train.compile)."""
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(text_data.path), str(tmp_path / "ddp"), parallel, compile),
+             nprocs=2, join=True)
     single = make_trainer(text_data, tmp_path / "single", steps=4)
     single.fit()
     ddp_curve = [r["loss"] for r in read_metrics(tmp_path / "ddp" / "metrics.jsonl")]
