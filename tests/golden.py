@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 import torch
@@ -41,7 +42,19 @@ PROMPTS = [b"", b"def main():\n    ", "Grüße, 世界! 0123".encode(), bytes([0
 
 
 def machine() -> dict:
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What decides the kernels: torch, its vector capability, and the CPU itself (two AVX-512 CPUs, one with
+    AMX and one without, round differently)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its AMX flag (Linux: /proc/cpuinfo; elsewhere `platform.processor()`)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    return f"{name}{' AMX' if 'amx_tile' in info.split() else ''}"
 
 
 PATCHINGS = {
