@@ -27,10 +27,10 @@ from pathlib import Path
 from blt.fileio import atomic_write_text
 from blt.viz.plots import plot_task_curves
 
-DEFAULT_CURVES = [  # the 1,500-step runs of the README: 1/2 and 1x BLT's pretraining peak, 1/2, 1x, 2x BPE's
+DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/2, 1x and 2x
     "blt:0.008=results/char_tasks_long",
     "blt:0.016=results/char_tasks_long_lr0.016",
-    "bpe:0.002=results/char_tasks_long",
+    "bpe:0.002=results/char_tasks_long_bpe_lr0.002",
     "bpe:0.004=results/char_tasks_long_bpe_lr0.004",
     "bpe:0.008=results/char_tasks_long_bpe_lr0.008",
 ]
