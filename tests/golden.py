@@ -6,8 +6,8 @@ and the byte and BPE baselines.
 
 Stored: the sha256 of every tensor, a few random projections of it (`summary`) and every generation.
 `tests/test_golden.py` recomputes them and compares: the digests, bit for bit, on the kind of CPU they were
-recorded on (same torch, vector capability and CPU model, `machine`); elsewhere, where other kernels run, the projections
-within float tolerance.
+recorded on (same torch, vector capability and CPU model: `machine`); elsewhere, where other kernels run,
+the projections within float tolerance.
 """
 
 from __future__ import annotations
