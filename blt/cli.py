@@ -12,7 +12,7 @@ import math
 import os
 import re
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 # name -> (module under blt.commands, one-line help). A module may be missing: the command is not built yet.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 INT64_MAX = 2**63 - 1
+STOPPED = "stopped; run the same command again to continue"  # what a resumable job prints on Ctrl-C
 
 
 def integer(text: str) -> int:
@@ -121,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from blt.allocator import keep_freed_memory
-    from blt.errors import BLTError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -133,23 +133,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blt {args._name}: not built yet in this version of blt; see the project's open issues", file=sys.stderr)
         return 2
     keep_freed_memory()  # no page faults for memory a step freed and the next one needs (blt/allocator.py)
+    return run_reporting_errors(f"blt {args._name}", lambda: args._module.run(args))
+
+
+def run_reporting_errors(prog: str, job: Callable[[], int | None], interrupted: str = "interrupted") -> int:
+    """Run ``job`` and return its exit code; an error a user can cause becomes one line on stderr and code 2.
+
+    ``prog`` starts each line (``blt train``, or a script's name); ``interrupted`` is what Ctrl-C prints (code 130).
+    Anything else is a bug and keeps its traceback.
+    """
+    from blt.errors import BLTError
+
     try:
-        result = args._module.run(args)
+        result = job()
     except BLTError as err:
-        print(f"blt {args._name}: error: {one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         where = f": {err.filename}" if getattr(err, "filename", None) else ""
-        print(f"blt {args._name}: error: {one_line(err.strerror or err)}{one_line(where)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err.strerror or err)}{one_line(where)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as err:
         failure = allocation_failure(err)
         if failure is None:
             raise
-        print(f"blt {args._name}: error: {failure}; choose a smaller model, batch or sequence length", file=sys.stderr)
+        print(f"{prog}: error: {failure}; choose a smaller model, batch or sequence length", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"blt {args._name}: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `blt patch FILE | head`: the reader left; say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from blt.cli import STOPPED, run_reporting_errors
 from blt.data import PreparedData
 from blt.data.mixed import KINDS, kind_of
 from blt.evaluate import evaluate_run
@@ -253,8 +254,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # training saved a checkpoint first
-        sys.exit("anybytes: stopped; run the same command again to continue")
+if __name__ == "__main__":  # Ctrl-C: training saved a checkpoint first
+    sys.exit(run_reporting_errors("anybytes", main, interrupted=STOPPED))

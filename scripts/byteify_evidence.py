@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from blt.cli import STOPPED, run_reporting_errors
 from blt.config import BLTConfig
 from blt.data import PreparedData
 from blt.evaluate import evaluate_run
@@ -145,8 +146,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # training saved a checkpoint first
-        sys.exit("byteify_evidence: stopped; run the same command again to continue")
+if __name__ == "__main__":  # Ctrl-C: training saved a checkpoint first
+    sys.exit(run_reporting_errors("byteify_evidence", main, interrupted=STOPPED))

@@ -30,6 +30,7 @@ import json
 import sys
 from pathlib import Path
 
+from blt.cli import STOPPED, run_reporting_errors
 from blt.data import PreparedData
 from blt.evaluate.char_tasks import (
     TaskScore,
@@ -281,8 +282,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # training saved a checkpoint first
-        sys.exit("char_evidence: stopped; run the same command again to continue")
+if __name__ == "__main__":  # Ctrl-C: training saved a checkpoint first
+    sys.exit(run_reporting_errors("char_evidence", main, interrupted=STOPPED))

@@ -24,6 +24,7 @@ import math
 import sys
 from pathlib import Path
 
+from blt.cli import run_reporting_errors
 from blt.fileio import atomic_write_text
 from blt.viz.plots import plot_task_curves
 
@@ -129,4 +130,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_reporting_errors("char_lr_sweep", main))

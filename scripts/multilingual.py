@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blt.cli import STOPPED, run_reporting_errors
 from blt.data import PreparedData
 from blt.evaluate import evaluate_run
 from blt.evaluate.bpb import recorded_train
@@ -239,8 +240,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # training saved a checkpoint first
-        sys.exit("multilingual: stopped; run the same command again to continue")
+if __name__ == "__main__":  # Ctrl-C: training saved a checkpoint first
+    sys.exit(run_reporting_errors("multilingual", main, interrupted=STOPPED))

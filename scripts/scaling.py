@@ -41,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from blt.cli import STOPPED, run_reporting_errors
 from blt.fileio import atomic_path, atomic_write_text
 from blt.pipelines.compare import CompareOptions, compare
 
@@ -457,8 +458,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # training saved a checkpoint first
-        sys.exit("scaling: stopped; run the same command again to continue")
+if __name__ == "__main__":  # Ctrl-C: training saved a checkpoint first
+    sys.exit(run_reporting_errors("scaling", main, interrupted=STOPPED))
