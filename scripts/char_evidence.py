@@ -168,37 +168,43 @@ def noise_rows(record: dict, names: list[str]) -> list[dict]:
 PAIRING = "equal pretraining FLOPs"
 
 
-def lr_rule(lr: float | None) -> str:
-    return "half of each model's pretraining peak" if lr is None else f"peak {lr:g} for every model"
+def lr_rule(lr: float | None, models: int = 2) -> str:
+    if lr is None:
+        return "half of each model's pretraining peak" if models > 1 else "half of its pretraining peak"
+    return f"peak {lr:g} for every model" if models > 1 else f"peak {lr:g}"
 
 
 def markdown(record: dict, names: list[str]) -> str:
     s = record["settings"]
     a, b = names
-    lines = [f"{a} (`{s['runs'][a]}`) against {b} (`{s['runs'][b]}`), {s.get('pairing', PAIRING)}.",
-             f"Finetuned alike on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
-             f"(learning rate: {lr_rule(s.get('lr'))}), {s['steps']} steps; scored on {s['questions']} "
-             f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
-    finals = {n: record["models"][n]["curve"][-1] if record["models"][n]["curve"] else None for n in names}
-    starts = {n: record["models"][n]["curve"][0] if record["models"][n]["curve"] else None for n in names}
-    if all(finals.values()):
-        steps = {n: finals[n]["step"] for n in names}
-        lines += [f"**Exact match** (greedy answer) after finetuning ({a}: step {steps[a]}, {b}: step {steps[b]}); "
-                  "before finetuning, and ranking of the candidates, as secondary columns.", "",
-                  f"| task | {a} exact | {b} exact | {a} before | {b} before | {a} rank | {b} rank |",
-                  "|---|---|---|---|---|---|---|"]
+    scored = [n for n in names if record["models"][n]["curve"]] or names
+    if len(scored) == len(names):
+        lines = [f"{a} (`{s['runs'][a]}`) against {b} (`{s['runs'][b]}`), {s.get('pairing', PAIRING)}."]
+    else:  # one model's finetuning, the other's in another results directory
+        lines = [f"{scored[0]} (`{s['runs'][scored[0]]}`) alone."]
+    alike = " alike" if len(scored) > 1 else ""
+    lines += [f"Finetuned{alike} on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
+              f"(learning rate: {lr_rule(s.get('lr'), len(scored))}), {s['steps']} steps; scored on {s['questions']} "
+              f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
+    curves = {n: record["models"][n]["curve"] for n in scored}
+    if all(curves.values()):
+        finals = {n: curve[-1] for n, curve in curves.items()}
+        at = ", ".join(f"{n}: step {finals[n]['step']}" for n in scored)
+        lines += [f"**Exact match** (greedy answer) after finetuning ({at}); before finetuning, and ranking of the "
+                  "candidates, as secondary columns.", "",
+                  "| task | " + " | ".join(f"{n} {c}" for c in ("exact", "before", "rank") for n in scored) + " |",
+                  "|---|" + "---|" * 3 * len(scored)]
         for task in [*s["tasks"], "average"]:
-            fa, fb = finals[a]["tasks"][task], finals[b]["tasks"][task]
-            lines.append(f"| {task} | {_pct(fa, 'exact_match')} | {_pct(fb, 'exact_match')} | "
-                         f"{100 * starts[a]['tasks'][task]['exact_match']:.1f} | "
-                         f"{100 * starts[b]['tasks'][task]['exact_match']:.1f} | "
-                         f"{_pct(fa, 'ranking_accuracy')} | {_pct(fb, 'ranking_accuracy')} |")
+            cells = [_pct(finals[n]["tasks"][task], "exact_match") for n in scored]
+            cells += [f"{100 * curves[n][0]['tasks'][task]['exact_match']:.1f}" for n in scored]
+            cells += [_pct(finals[n]["tasks"][task], "ranking_accuracy") for n in scored]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
         lines += ["", "Held-out exact match along finetuning (average over the tasks):", "",
-                  "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        by_step = {n: {p["step"]: p for p in record["models"][n]["curve"]} for n in names}
+                  "| step | " + " | ".join(scored) + " |", "|---|" + "---|" * len(scored)]
+        by_step = {n: {p["step"]: p for p in curves[n]} for n in scored}
         for step in sorted(set().union(*by_step.values())):
             cells = [_pct(by_step[n][step]["tasks"]["average"], "exact_match") if step in by_step[n] else "-"
-                     for n in names]
+                     for n in scored]
             lines.append(f"| {step} | " + " | ".join(cells) + " |")
     rows = record.get("noise", [])
     if rows:
@@ -221,7 +227,8 @@ def markdown(record: dict, names: list[str]) -> str:
 
 def report(args, names: list[str], runs: dict[str, Path]) -> None:
     record = collect(args.results, names)
-    record["settings"] = {"runs": {n: str(p) for n, p in runs.items()}, "tasks": TASKS, "steps": args.steps,
+    scored = [n for n in names if record["models"][n]["curve"] or record["models"][n]["noise"]] or names
+    record["settings"] = {"runs": {n: str(runs[n]) for n in scored}, "tasks": TASKS, "steps": args.steps,
                           "eval_every": args.eval_every, "examples": args.examples, "questions": args.questions,
                           "shots": args.shots, "seed": args.seed, "lr": args.lr, "passages": args.passages,
                           "pairing": args.pairing,
@@ -268,7 +275,7 @@ def main(argv=None) -> int:
         args.runs.mkdir(parents=True, exist_ok=True)
         words = args.runs / "words.txt"
         if not words.is_file():
-            data = read_run_config(args.blt)["data"]
+            data = read_run_config(runs[args.models[0]])["data"]
             atomic_write_text(words, "\n".join(words_from_data(data)) + "\n")
         split = split_words(words_from_file(words), HELD_OUT_FRACTION, SPLIT_SEED)
         task_set = make_task_set(split, TASKS, args.questions, args.shots, args.seed)

@@ -49,7 +49,10 @@ def test_two_processes_can_share_the_models_and_the_report_covers_both(blt_run, 
     assert script.main([*argv, "--models", "bpe"]) == 0
     points = results / "points"
     assert sorted(p.name for p in points.iterdir()) == ["bpe-step00000.json", "bpe-step00001.json"]
-    assert "**Exact match**" not in (results / "char_tasks.md").read_text()  # one side has no curve yet
+    alone = (results / "char_tasks.md").read_text()  # one side has no curve yet: the table is the other's
+    assert alone.startswith(f"bpe (`{token_run}`) alone.\n") and "| task | bpe exact | bpe before | bpe rank |" in alone
+    assert "(learning rate: peak 0.003)" in alone
+    assert json.loads((results / "char_tasks.json").read_text())["settings"]["runs"] == {"bpe": str(token_run)}
     assert script.main([*argv, "--models", "blt"]) == 0
     assert sorted(p.name for p in points.iterdir()) == [f"{m}-step0000{s}.json" for m in ("blt", "bpe") for s in (0, 1)]
     record = json.loads((results / "char_tasks.json").read_text())
