@@ -4,13 +4,16 @@
 
 Reads the scored points that `scripts/char_evidence.py` keeps (``<results>/points/<model>-stepNNNNN.json``)
 for each (model, learning rate) named by ``--curve MODEL:LR=RESULTS`` (the default list is the finetuning
-runs of the README), and writes to ``--out``:
+runs of the README). ``MODEL@RUN:LR=RESULTS`` names which pretraining run of the model was finetuned, when
+there are several (``blt@2``); each (model, pretraining run) is swept on its own. Writes to ``--out``:
 
 - ``sweep.md`` and ``sweep.json``: held-out exact match (average over the tasks, 95% Wilson interval) at
-  every scored step, per model and rate; each model's best rate, picked by the exact match at the last
-  step; the tasks at those rates side by side, with the difference of the two models and its 95% interval
-  (Newcombe's, from the two Wilson intervals: conservative, since both models answer the same questions);
-- ``sweep.png``: the average exact match along finetuning, one line per model and rate.
+  every scored step, per model, pretraining run and rate; the best rate of each, picked by the exact match
+  at the last step; the tasks at the best rates of the two compared (``--versus``) side by side, with
+  their difference and its 95% interval (Newcombe's, from the two Wilson intervals: conservative, since
+  both models answer the same questions); and, where one model was finetuned at one rate from several
+  pretraining runs, how far apart those runs end;
+- ``sweep.png``: the average exact match along finetuning, one line per model, pretraining run and rate.
 
 The rates are picked on the held-out questions themselves, for both models alike, so both best rows are
 optimistic in the same way.
@@ -29,22 +32,33 @@ from blt.fileio import atomic_write_text
 from blt.viz.plots import plot_task_curves
 
 DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/2, 1x and 2x
-    "blt:0.008=results/char_tasks_long",
-    "blt:0.016=results/char_tasks_long_lr0.016",
-    "bpe:0.002=results/char_tasks_long_bpe_lr0.002",
-    "bpe:0.004=results/char_tasks_long_bpe_lr0.004",
-    "bpe:0.008=results/char_tasks_long_bpe_lr0.008",
+    "blt@1:0.008=results/char_tasks_long",
+    "blt@1:0.016=results/char_tasks_long_lr0.016",
+    "bpe@1:0.002=results/char_tasks_long",
+    "bpe@2:0.002=results/char_tasks_long_bpe_lr0.002",
+    "bpe@2:0.004=results/char_tasks_long_bpe_lr0.004",
+    "bpe@2:0.008=results/char_tasks_long_bpe_lr0.008",
 ]
+DEFAULT_VERSUS = ("blt@1", "bpe@2")  # the BLT run swept, and the BPE run swept
 
 
-def parse_curve(text: str) -> tuple[str, float, Path]:
-    """``MODEL:LR=RESULTS`` -> (model, lr, results directory)."""
+def parse_curve(text: str) -> tuple[str, str, float, Path]:
+    """``MODEL[@RUN]:LR=RESULTS`` -> (model, pretraining run or "", lr, results directory)."""
     try:
         key, results = text.split("=", 1)
-        model, lr = key.split(":", 1)
-        return model, float(lr), Path(results)
+        label, lr = key.split(":", 1)
+        model, _, run = label.partition("@")
+        if not model:
+            raise ValueError(text)
+        return model, run, float(lr), Path(results)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MODEL:LR=RESULTS (e.g. blt:0.008=results/char_tasks), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected MODEL[@RUN]:LR=RESULTS (e.g. blt:0.008=results/char_tasks), "
+                                         f"got {text!r}")
+
+
+def label(run: dict) -> str:
+    """``model@run``, or the model alone when it has one pretraining run."""
+    return f"{run['model']}@{run['pretraining']}" if run["pretraining"] else run["model"]
 
 
 def read_curve(results: Path, model: str) -> list[dict]:
@@ -67,39 +81,60 @@ def _pct(score: dict) -> str:
     return f"{100 * score['exact_match']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def sweep(curves: list[tuple[str, float, Path]]) -> dict:
+def sweep(curves: list[tuple[str, str, float, Path]]) -> dict:
     record: dict = {"runs": [], "best": {}}
-    for model, lr, results in curves:
+    for model, run, lr, results in curves:
         points = read_curve(results, model)
-        record["runs"].append({"model": model, "lr": lr, "results": str(results), "curve": points})
+        record["runs"].append({"model": model, "pretraining": run, "lr": lr, "results": str(results),
+                               "curve": points})
     last = max(r["curve"][-1]["step"] for r in record["runs"])
-    for model in dict.fromkeys(r["model"] for r in record["runs"]):
-        runs = [r for r in record["runs"] if r["model"] == model and r["curve"][-1]["step"] == last]
+    for name in dict.fromkeys(label(r) for r in record["runs"]):
+        runs = [r for r in record["runs"] if label(r) == name and r["curve"][-1]["step"] == last]
         if runs:  # runs still finetuning (scored to an earlier step) are not picked
             best = max(runs, key=lambda r: r["curve"][-1]["tasks"]["average"]["exact_match"])
-            record["best"][model] = {"lr": best["lr"], "step": last}
+            record["best"][name] = {"lr": best["lr"], "step": last}
     return record
 
 
-def markdown(record: dict) -> str:
+def final(record: dict, name: str, lr: float) -> dict:
+    return next(r for r in record["runs"] if label(r) == name and r["lr"] == lr)["curve"][-1]
+
+
+def repeats(record: dict) -> list[dict]:
+    """Per (model, rate) finetuned from two or more pretraining runs (all scored to the last step): each
+    run's final exact match over all tasks, and the highest minus the lowest with its 95% interval."""
+    last = max(r["curve"][-1]["step"] for r in record["runs"])
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in record["runs"]:
+        if r["pretraining"] and r["curve"][-1]["step"] == last:
+            groups.setdefault((r["model"], r["lr"]), []).append(r)
+    rows = []
+    for (model, lr), runs in groups.items():
+        if len({r["pretraining"] for r in runs}) < 2:
+            continue
+        scores = {r["pretraining"]: r["curve"][-1]["tasks"]["average"] for r in runs}
+        ordered = sorted(scores, key=lambda k: scores[k]["exact_match"])
+        low, high = ordered[0], ordered[-1]
+        rows.append({"model": model, "lr": lr, "step": last, "runs": scores, "highest": high, "lowest": low,
+                     "difference": difference_interval(scores[high], scores[low])})
+    return rows
+
+
+def markdown(record: dict, versus: tuple[str, str] | None) -> str:
     steps = sorted({p["step"] for r in record["runs"] for p in r["curve"]})
     lines = ["Held-out exact match (%, average over the tasks, 95% Wilson interval) along finetuning, per model "
-             "and finetuning peak learning rate; **bold**: each model's best rate at the last step "
-             "(among the runs scored to it).", "",
+             "(@ its pretraining run) and finetuning peak learning rate; **bold**: the best rate of each at the "
+             "last step (among the runs scored to it).", "",
              "| model | lr | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
     for r in record["runs"]:
         by_step = {p["step"]: p for p in r["curve"]}
-        best = record["best"].get(r["model"], {}).get("lr") == r["lr"]
+        best = record["best"].get(label(r), {}).get("lr") == r["lr"]
         lr = f"**{r['lr']:g}**" if best else f"{r['lr']:g}"
         cells = [_pct(by_step[s]["tasks"]["average"]) if s in by_step else "-" for s in steps]
-        lines.append(f"| {r['model']} | {lr} | " + " | ".join(cells) + " |")
-    models = list(record["best"])
-    if len(models) == 2:
-        a, b = models
-        finals = {}
-        for m in models:
-            run = next(r for r in record["runs"] if r["model"] == m and r["lr"] == record["best"][m]["lr"])
-            finals[m] = run["curve"][-1]
+        lines.append(f"| {label(r)} | {lr} | " + " | ".join(cells) + " |")
+    if versus is not None and all(v in record["best"] for v in versus):
+        a, b = versus
+        finals = {m: final(record, m, record["best"][m]["lr"]) for m in versus}
         lines += ["", f"Each at its best rate ({a}: {record['best'][a]['lr']:g}, step {finals[a]['step']}; "
                   f"{b}: {record['best'][b]['lr']:g}, step {finals[b]['step']}): exact match (%) and {a} − {b} "
                   "(points, 95% interval).", "",
@@ -108,7 +143,25 @@ def markdown(record: dict) -> str:
             d, low, high = difference_interval(finals[a]["tasks"][task], finals[b]["tasks"][task])
             lines.append(f"| {task} | {_pct(finals[a]['tasks'][task])} | {_pct(finals[b]['tasks'][task])} | "
                          f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |")
+    rows = record["repeats"]
+    if rows:
+        lines += ["", "One model finetuned at one rate from different pretraining runs of the same recipe: exact "
+                  "match over all tasks (%) per run, and the highest minus the lowest (points, 95% interval).", "",
+                  "| model | lr | runs | highest − lowest |", "|---|---|---|---|"]
+        for row in rows:
+            runs = "; ".join(f"@{k}: {_pct(v)}" for k, v in row["runs"].items())
+            d, low, high = row["difference"]
+            lines.append(f"| {row['model']} | {row['lr']:g} | {runs} | {100 * d:+.1f} [{100 * low:+.1f}, "
+                         f"{100 * high:+.1f}] (@{row['highest']} − @{row['lowest']}) |")
     return "\n".join(lines) + "\n"
+
+
+def default_versus(record: dict) -> tuple[str, str] | None:
+    """The two compared head to head: `DEFAULT_VERSUS` when both were picked, else the two picked ones if there
+    are two, else None."""
+    if all(v in record["best"] for v in DEFAULT_VERSUS):
+        return DEFAULT_VERSUS
+    return tuple(record["best"]) if len(record["best"]) == 2 else None
 
 
 def main(argv=None) -> int:
@@ -116,14 +169,23 @@ def main(argv=None) -> int:
     p.add_argument("--curve", type=parse_curve, action="append", metavar="MODEL:LR=RESULTS",
                    help="one finetuning run's scored points (repeatable; default: the README's runs)")
     p.add_argument("--out", type=Path, default=Path("results/char_tasks_lr_sweep"))
+    p.add_argument("--versus", nargs=2, metavar="MODEL[@RUN]", default=None,
+                   help="the two compared at their best rates (default: blt@1 and bpe@2 when both are there, "
+                        "else the two there are)")
     args = p.parse_args(argv)
     curves = args.curve or [parse_curve(c) for c in DEFAULT_CURVES]
     record = sweep(curves)
+    record["repeats"] = repeats(record)
+    versus = tuple(args.versus) if args.versus else default_versus(record)
+    if versus is not None and not all(v in record["best"] for v in versus):
+        raise SystemExit(f"char_lr_sweep: --versus {' '.join(versus)}: each must be a MODEL[@RUN] of the curves, "
+                         f"scored to the last step (there are: {', '.join(record['best'])})")
+    record["versus"] = list(versus) if versus else None
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "sweep.json", json.dumps(record, indent=1) + "\n")
-    atomic_write_text(args.out / "sweep.md", markdown(record))
-    plot_task_curves({f"{r['model']} lr {r['lr']:g}": {"average": [{"step": p["step"], **p["tasks"]["average"]}
-                                                                 for p in r["curve"]]} for r in record["runs"]},
+    atomic_write_text(args.out / "sweep.md", markdown(record, versus))
+    plot_task_curves({f"{label(r)} lr {r['lr']:g}": {"average": [{"step": p["step"], **p["tasks"]["average"]}
+                                                               for p in r["curve"]]} for r in record["runs"]},
                      args.out / "sweep.png")
     print((args.out / "sweep.md").read_text())
     return 0

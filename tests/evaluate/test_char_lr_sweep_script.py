@@ -44,6 +44,36 @@ def test_the_sweep_picks_each_models_best_rate_at_the_last_step(tmp_path, capsys
     capsys.readouterr()
 
 
+def test_pretraining_runs_are_swept_apart_and_their_spread_is_reported(tmp_path, capsys):
+    script = load_script("char_lr_sweep")
+    dirs = {name: tmp_path / name for name in ("b1", "b2a", "b2b", "p1", "p2")}
+    write_points(dirs["b1"], "blt", {0: 0.0, 20: 0.6})  # run 1's only rate, the best BLT of all
+    write_points(dirs["b2a"], "blt", {0: 0.0, 20: 0.3})
+    write_points(dirs["b2b"], "blt", {0: 0.0, 20: 0.4})
+    write_points(dirs["p1"], "bpe", {0: 0.0, 20: 0.5})
+    write_points(dirs["p2"], "bpe", {0: 0.0, 20: 0.35})
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--curve", f"blt@1:0.01={dirs['b1']}", "--curve", f"blt@2:0.01={dirs['b2a']}",
+            "--curve", f"blt@2:0.02={dirs['b2b']}", "--curve", f"bpe@1:0.01={dirs['p1']}",
+            "--curve", f"bpe@2:0.01={dirs['p2']}"]
+    assert script.main(argv) == 0  # blt@2 against bpe@2 by default
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["best"] == {"blt@1": {"lr": 0.01, "step": 20}, "blt@2": {"lr": 0.02, "step": 20},
+                              "bpe@1": {"lr": 0.01, "step": 20}, "bpe@2": {"lr": 0.01, "step": 20}}
+    assert record["versus"] == ["blt@2", "bpe@2"]
+    text = (out / "sweep.md").read_text()
+    assert "| blt@2 | **0.02** |" in text and "| blt@2 | 0.01 |" in text
+    assert "| average | 40.0 [33.5, 46.9] | 35.0 [28.7, 41.8] |" in text
+    assert [(r["model"], r["lr"], r["highest"], r["lowest"]) for r in record["repeats"]] == [
+        ("blt", 0.01, "1", "2"), ("bpe", 0.01, "1", "2")]
+    assert "| blt | 0.01 | @1: 60.0 [53.1, 66.5]; @2: 30.0 [24.1, 36.7] | +30.0 [" in text
+    assert script.main([*argv, "--versus", "blt@1", "bpe@1"]) == 0
+    assert "| average | 60.0 [53.1, 66.5] | 50.0 [43.1, 56.9] |" in (out / "sweep.md").read_text()
+    with pytest.raises(SystemExit, match="--versus blt@3 bpe@1: each must be"):
+        script.main([*argv, "--versus", "blt@3", "bpe@1"])
+    capsys.readouterr()
+
+
 def test_a_curve_without_points_is_one_clear_error(tmp_path):
     script = load_script("char_lr_sweep")
     with pytest.raises(SystemExit, match="no scored points of blt"):
