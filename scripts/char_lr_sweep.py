@@ -31,10 +31,11 @@ from blt.cli import run_reporting_errors
 from blt.fileio import atomic_write_text
 from blt.viz.plots import plot_task_curves
 
-DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/2, 1x and 2x
+DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/4 to 2x
     "blt@1:0.008=results/char_tasks_long",
     "blt@1:0.016=results/char_tasks_long_lr0.016",
     "bpe@1:0.002=results/char_tasks_long",
+    "bpe@2:0.001=results/char_tasks_long_bpe_lr0.001",
     "bpe@2:0.002=results/char_tasks_long_bpe_lr0.002",
     "bpe@2:0.004=results/char_tasks_long_bpe_lr0.004",
     "bpe@2:0.008=results/char_tasks_long_bpe_lr0.008",
