@@ -33,14 +33,14 @@ from blt.viz.plots import plot_task_curves
 
 DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/4 to 2x
     "blt@1:0.008=results/char_tasks_long",
-    "blt@1:0.016=results/char_tasks_long_lr0.016",
+    "blt@2:0.016=results/char_tasks_long_lr0.016",
     "bpe@1:0.002=results/char_tasks_long",
     "bpe@2:0.001=results/char_tasks_long_bpe_lr0.001",
     "bpe@2:0.002=results/char_tasks_long_bpe_lr0.002",
     "bpe@2:0.004=results/char_tasks_long_bpe_lr0.004",
     "bpe@2:0.008=results/char_tasks_long_bpe_lr0.008",
 ]
-DEFAULT_VERSUS = ("blt@1", "bpe@2")  # the BLT run swept, and the BPE run swept
+DEFAULT_VERSUS = ("blt@2", "bpe@2")  # the two compared at their best rates
 
 
 def parse_curve(text: str) -> tuple[str, str, float, Path]:
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
                    help="one finetuning run's scored points (repeatable; default: the README's runs)")
     p.add_argument("--out", type=Path, default=Path("results/char_tasks_lr_sweep"))
     p.add_argument("--versus", nargs=2, metavar="MODEL[@RUN]", default=None,
-                   help="the two compared at their best rates (default: blt@1 and bpe@2 when both are there, "
+                   help="the two compared at their best rates (default: blt@2 and bpe@2 when both are there, "
                         "else the two there are)")
     args = p.parse_args(argv)
     curves = args.curve or [parse_curve(c) for c in DEFAULT_CURVES]
