@@ -31,16 +31,19 @@ from blt.cli import run_reporting_errors
 from blt.fileio import atomic_write_text
 from blt.viz.plots import plot_task_curves
 
-DEFAULT_CURVES = [  # the 1,500-step runs of the README: BLT at 1/2 and 1x its pretraining peak, BPE at 1/4 to 2x
+DEFAULT_CURVES = [  # the 1,500-step runs of the README; @N: which pretraining run of the 3e13 recipe was finetuned
     "blt@1:0.008=results/char_tasks_long",
     "blt@2:0.016=results/char_tasks_long_lr0.016",
+    "blt@3:0.016=results/char_tasks_long_blt_lr0.016",
+    "blt@3:0.032=results/char_tasks_long_blt_lr0.032",
     "bpe@1:0.002=results/char_tasks_long",
     "bpe@2:0.001=results/char_tasks_long_bpe_lr0.001",
     "bpe@2:0.002=results/char_tasks_long_bpe_lr0.002",
     "bpe@2:0.004=results/char_tasks_long_bpe_lr0.004",
     "bpe@2:0.008=results/char_tasks_long_bpe_lr0.008",
+    "bpe@3:0.002=results/char_tasks_long_bpe_seed1_lr0.002",
 ]
-DEFAULT_VERSUS = ("blt@2", "bpe@2")  # the two compared at their best rates
+DEFAULT_VERSUS = ("blt@3", "bpe@2")  # both retrained on one machine with seed 0, each at its best swept rate
 
 
 def parse_curve(text: str) -> tuple[str, str, float, Path]:
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
                    help="one finetuning run's scored points (repeatable; default: the README's runs)")
     p.add_argument("--out", type=Path, default=Path("results/char_tasks_lr_sweep"))
     p.add_argument("--versus", nargs=2, metavar="MODEL[@RUN]", default=None,
-                   help="the two compared at their best rates (default: blt@2 and bpe@2 when both are there, "
+                   help="the two compared at their best rates (default: blt@3 and bpe@2 when both are there, "
                         "else the two there are)")
     args = p.parse_args(argv)
     curves = args.curve or [parse_curve(c) for c in DEFAULT_CURVES]
