@@ -56,7 +56,10 @@ def test_pretraining_runs_are_swept_apart_and_their_spread_is_reported(tmp_path,
     argv = ["--out", str(out), "--curve", f"blt@1:0.01={dirs['b1']}", "--curve", f"blt@2:0.01={dirs['b2a']}",
             "--curve", f"blt@2:0.02={dirs['b2b']}", "--curve", f"bpe@1:0.01={dirs['p1']}",
             "--curve", f"bpe@2:0.01={dirs['p2']}"]
-    assert script.main(argv) == 0  # blt@2 against bpe@2 by default
+    assert script.main(argv) == 0  # four picked, none of them the default pair: no head-to-head table
+    assert json.loads((out / "sweep.json").read_text())["versus"] is None
+    assert "Each at its best rate" not in (out / "sweep.md").read_text()
+    assert script.main([*argv, "--versus", "blt@2", "bpe@2"]) == 0
     record = json.loads((out / "sweep.json").read_text())
     assert record["best"] == {"blt@1": {"lr": 0.01, "step": 20}, "blt@2": {"lr": 0.02, "step": 20},
                               "bpe@1": {"lr": 0.01, "step": 20}, "bpe@2": {"lr": 0.01, "step": 20}}
