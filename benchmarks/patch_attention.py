@@ -30,9 +30,7 @@ from blt.fileio import atomic_write_text
 from blt.flops import block_attention_flops, entropy_model_flops
 from blt.model import attention
 from blt.patching.entropy_model import EntropyModel
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
+from blt.train import PRECISIONS
 
 @contextlib.contextmanager
 def attention_free() -> Iterator[None]:
@@ -55,7 +53,7 @@ def measure(case, precision: str, repeats: int, peaks: dict[str, float]) -> dict
     gen = torch.Generator().manual_seed(0)
     ids = random_bytes(case.batch_size, case.seq_len, gen)
     model = EntropyModel(case.config).init_weights(0).eval()
-    dtype = DTYPES[precision]
+    dtype = PRECISIONS[precision]
     seconds(model, ids, dtype)  # warm up both ways
     with attention_free():
         seconds(model, ids, dtype)
@@ -104,9 +102,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     with torch_threads(args.threads):
         suite = suite_named("full")
-        peaks = {name: matmul_peak(dtype, suite.peak_size, suite.peak_repeats) for name, dtype in DTYPES.items()}
+        peaks = {name: matmul_peak(dtype, suite.peak_size, suite.peak_repeats) for name, dtype in PRECISIONS.items()}
         cases = [measure(case, precision, args.repeats, peaks)
-                 for case in suite.patching_cases if case.batch_size > 1 for precision in DTYPES]
+                 for case in suite.patching_cases if case.batch_size > 1 for precision in PRECISIONS]
         record = {"machine": machine_info(), "peak": peaks, "cases": cases}
     text = markdown(record)
     print(text, end="")

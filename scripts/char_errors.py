@@ -23,6 +23,9 @@ from pathlib import Path
 
 from blt.cli import run_reporting_errors
 from blt.evaluate.char_tasks import (
+    EVIDENCE_HELD_OUT_FRACTION,
+    EVIDENCE_SPLIT_SEED,
+    EVIDENCE_TASKS,
     NUMBER_FORMS,
     greedy_answer,
     make_task_set,
@@ -34,8 +37,8 @@ from blt.evaluate.scoring import scorer_for
 from blt.fileio import atomic_write_text
 from blt.run import load
 
-TASKS = ["spell", "spell_inverse", "contains_char", "substitute_char", "swap_char", "compare_numbers"]
-HELD_OUT_FRACTION, SPLIT_SEED = 0.2, 0  # as scripts/char_evidence.py
+TASKS = EVIDENCE_TASKS
+HELD_OUT_FRACTION, SPLIT_SEED = EVIDENCE_HELD_OUT_FRACTION, EVIDENCE_SPLIT_SEED
 KINDS = ("right", "wrong candidate", "something else")
 QUESTION_PREFIX, QUESTION_SUFFIX = "Which is bigger, ", "?"
 

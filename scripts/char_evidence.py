@@ -33,6 +33,9 @@ from pathlib import Path
 from blt.cli import STOPPED, run_reporting_errors
 from blt.data import PreparedData
 from blt.evaluate.char_tasks import (
+    EVIDENCE_HELD_OUT_FRACTION,
+    EVIDENCE_SPLIT_SEED,
+    EVIDENCE_TASKS,
     TaskScore,
     evaluate_tasks,
     load_split,
@@ -50,8 +53,8 @@ from blt.train.checkpoint import WEIGHTS_FILE, list_checkpoints, load_tensors, v
 from blt.viz.plots import plot_task_curves
 
 SCALING = Path("runs/scaling/budget-3e+13")
-TASKS = ["spell", "spell_inverse", "contains_char", "substitute_char", "swap_char", "compare_numbers"]
-HELD_OUT_FRACTION, SPLIT_SEED = 0.2, 0
+TASKS = EVIDENCE_TASKS
+HELD_OUT_FRACTION, SPLIT_SEED = EVIDENCE_HELD_OUT_FRACTION, EVIDENCE_SPLIT_SEED
 
 
 def checkpoint_steps(run_dir: Path) -> dict[int, Path]:

@@ -467,6 +467,10 @@ TASKS: dict[str, Callable[[np.random.Generator, _Pool], Question]] = {
     "swap_word": swap_word,
     "compare_numbers": compare_numbers,
 }
+# What the evidence scripts finetune and score (scripts/char_evidence.py, scripts/char_errors.py): six tasks
+# that can tell a byte model from a token model, and one split of the words into train and held out.
+EVIDENCE_TASKS = ["spell", "spell_inverse", "contains_char", "substitute_char", "swap_char", "compare_numbers"]
+EVIDENCE_HELD_OUT_FRACTION, EVIDENCE_SPLIT_SEED = 0.2, 0
 
 
 # --- few-shot examples ------------------------------------------------------------------------------
