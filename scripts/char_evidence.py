@@ -71,12 +71,14 @@ def load_at(run_dir: Path, checkpoint: Path | None):
     return run
 
 
-def score_point(path: Path, run, task_set, step: int, source: str) -> dict:
-    """Score ``run`` on the held-out questions and keep the result in ``path`` (or read it back)."""
+def score_point(path: Path, run, task_set, step: int, source: str, lr: float | None = None) -> dict:
+    """Score ``run`` on the held-out questions and keep the result in ``path`` (or read it back). ``lr`` is the
+    finetuning peak learning rate the weights were trained with (None before finetuning)."""
     if path.is_file():
         return json.loads(path.read_text())
     scores = evaluate_tasks(scorer_for(run), task_set, progress=lambda t: print(f"  {path.stem}: {t}", flush=True))
-    point = {"step": step, "weights": source, "tasks": {t: s.to_dict() for t, s in scores.items()}}
+    point = {"step": step, "weights": source, **({} if lr is None else {"lr": lr}),
+             "tasks": {t: s.to_dict() for t, s in scores.items()}}
     point["tasks"]["average"] = pooled(scores.values()).to_dict()
     atomic_write_text(path, json.dumps(point, indent=1) + "\n")
     return point
@@ -105,9 +107,10 @@ def curve(args, name: str, init: Path, words: Path, split, task_set) -> None:
     finetune(opts)
     if load_split(out / WORDS_FILE)[0].held_out != split.held_out:
         raise SystemExit(f"char_evidence: {out} was finetuned with another word split than {words}")
+    lr = read_run_config(out)["train"]["lr"]
     for step, ckpt in sorted(checkpoint_steps(out).items()):
         if step % args.eval_every == 0 or step == args.steps:
-            score_point(points / f"{name}-step{step:05d}.json", load_at(out, ckpt), task_set, step, str(ckpt))
+            score_point(points / f"{name}-step{step:05d}.json", load_at(out, ckpt), task_set, step, str(ckpt), lr)
 
 
 def noise(args, name: str, init: Path) -> None:
@@ -177,6 +180,27 @@ def lr_rule(lr: float | None, models: int = 2) -> str:
     return f"peak {lr:g} for every model" if models > 1 else f"peak {lr:g}"
 
 
+def finetuning_rates(curves: dict[str, list[dict]]) -> dict[str, float] | None:
+    """Each model's finetuning peak as its finetuned points record it; None where a finetuned point does not
+    record it or one model's points disagree."""
+    rates = {}
+    for name, curve in curves.items():
+        found = {p.get("lr") for p in curve if p["step"] > 0}
+        if len(found) != 1 or None in found:
+            return None
+        rates[name] = found.pop()
+    return rates
+
+
+def rates_text(rates: dict[str, float] | None, lr: float | None, models: int) -> str:
+    """The learning-rate clause of the report: the rates the points record, else the rule the settings name."""
+    if not rates:
+        return lr_rule(lr, models)
+    if len(set(rates.values())) == 1:
+        return lr_rule(next(iter(rates.values())), len(rates))
+    return ", ".join(f"{name} peak {rate:g}" for name, rate in rates.items())
+
+
 def markdown(record: dict, names: list[str]) -> str:
     s = record["settings"]
     a, b = names
@@ -186,10 +210,11 @@ def markdown(record: dict, names: list[str]) -> str:
     else:  # one model's finetuning, the other's in another results directory
         lines = [f"{scored[0]} (`{s['runs'][scored[0]]}`) alone."]
     alike = " alike" if len(scored) > 1 else ""
-    lines += [f"Finetuned{alike} on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
-              f"(learning rate: {lr_rule(s.get('lr'), len(scored))}), {s['steps']} steps; scored on {s['questions']} "
-              f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
     curves = {n: record["models"][n]["curve"] for n in scored}
+    rates = rates_text(finetuning_rates(curves), s.get("lr"), len(scored))
+    lines += [f"Finetuned{alike} on {s['examples']:,} solved {s['shots']}-shot examples per task about train words "
+              f"(learning rate: {rates}), {s['steps']} steps; scored on {s['questions']} "
+              f"held-out questions per task. Accuracy in %, with 95% Wilson intervals.", ""]
     if all(curves.values()):
         finals = {n: curve[-1] for n, curve in curves.items()}
         at = ", ".join(f"{n}: step {finals[n]['step']}" for n in scored)

@@ -89,6 +89,10 @@ def sweep(curves: list[tuple[str, str, float, Path]]) -> dict:
     record: dict = {"runs": [], "best": {}}
     for model, run, lr, results in curves:
         points = read_curve(results, model)
+        kept = {p["lr"] for p in points if "lr" in p}
+        if kept and kept != {lr}:
+            raise SystemExit(f"char_lr_sweep: {model}:{lr:g}={results}: its points were finetuned at "
+                             f"{', '.join(f'{r:g}' for r in sorted(kept))}")
         record["runs"].append({"model": model, "pretraining": run, "lr": lr, "results": str(results),
                                "curve": points})
     last = max(r["curve"][-1]["step"] for r in record["runs"])

@@ -60,6 +60,21 @@ def test_two_processes_can_share_the_models_and_the_report_covers_both(blt_run, 
     assert steps["blt"] == steps["bpe"] == [0, 1]
     text = (results / "char_tasks.md").read_text()
     assert "**Exact match**" in text and "(learning rate: peak 0.003 for every model)" in text
+    assert [p.get("lr") for p in record["models"]["blt"]["curve"]] == [None, 0.003]  # step 0 is not finetuned
     for model in ("blt", "bpe"):  # one finetuning peak for both, whatever each was pretrained with
         assert json.loads((runs / model / "config.json").read_text())["train"]["lr"] == 0.003
     capsys.readouterr()
+
+
+def test_the_report_names_the_rates_the_points_were_finetuned_at():
+    """Points copied in from a run at another rate are reported at their own rate, not at ``--lr``'s."""
+    script = load_script("char_evidence")
+    curves = {m: [{"step": 0, "weights": "w"}, {"step": 5, "weights": "w", "lr": lr}]
+              for m, lr in (("blt", 0.016), ("bpe", 0.002))}
+    assert script.finetuning_rates(curves) == {"blt": 0.016, "bpe": 0.002}
+    assert script.rates_text(script.finetuning_rates(curves), 0.016, 2) == "blt peak 0.016, bpe peak 0.002"
+    curves["bpe"][1]["lr"] = 0.016
+    assert script.rates_text(script.finetuning_rates(curves), None, 2) == "peak 0.016 for every model"
+    del curves["bpe"][1]["lr"]  # a point that does not record its rate: the settings' rule
+    assert script.finetuning_rates(curves) is None
+    assert script.rates_text(None, None, 2) == "half of each model's pretraining peak"

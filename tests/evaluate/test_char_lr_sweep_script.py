@@ -83,3 +83,13 @@ def test_a_curve_without_points_is_one_clear_error(tmp_path):
         script.main(["--out", str(tmp_path / "out"), "--curve", f"blt:0.01={tmp_path}"])
     with pytest.raises(SystemExit):
         script.main(["--curve", "blt=results"])  # argparse: expected MODEL:LR=RESULTS
+
+
+def test_a_curve_named_with_another_rate_than_its_points_record_is_one_clear_error(tmp_path):
+    script = load_script("char_lr_sweep")
+    write_points(tmp_path, "bpe", {0: 0.0, 10: 0.4})
+    for path in (tmp_path / "points").glob("bpe-step00010.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "lr": 0.002}))
+    assert script.main(["--out", str(tmp_path / "ok"), "--curve", f"bpe:0.002={tmp_path}"]) == 0
+    with pytest.raises(SystemExit, match=r"bpe:0.016=.*finetuned at 0.002"):
+        script.main(["--out", str(tmp_path / "out"), "--curve", f"bpe:0.016={tmp_path}"])
