@@ -254,6 +254,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, data_path: str, run_dir: 
     from blt.data import PreparedData
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    # Each process compiles graphs for its own patch counts. With one on-disk compile cache shared by both
+    # processes (and earlier tests), this test once failed inside inductor's compiled backward (a tangent of
+    # 17 patches where the graph was built for 15), so each process keeps a cache of its own.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(run_dir).parent / f"inductor-cache-rank{rank}")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
